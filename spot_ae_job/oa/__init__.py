@@ -1,0 +1,1 @@
+"""Operational Analytics: the analysts' web UI over the scored results."""
