@@ -1,0 +1,215 @@
+"""The paper's autoencoder: 18 -> 12 (tanh) -> 18, Adam, trained with Elephas on Spark.
+
+Training uses Elephas' synchronous mode: every epoch each Spark partition trains one pass
+from the current weights and the driver averages the updates. We drive the epoch loop
+ourselves (one Elephas `fit(epochs=1)` per epoch, which is exactly what Elephas does
+internally) so that progress can be printed as it happens.
+
+A trained model is one versioned artifact directory: `model.json` (version, scaler, threshold,
+training facts), `weights.npz` (the four arrays the vectorized scorer needs) and `model.keras`
+(the same network for Keras/Elephas predict).
+"""
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from spot_ae_job import __version__, fsutil
+from spot_ae_job.features import FEATURE_COLUMNS, FEATURES, N_FEATURES, Scaler, add_features
+from spot_ae_job.schema import SCHEMA_VERSION
+
+HIDDEN = 12
+DEFAULT_EPOCHS = 90
+THRESHOLD_PERCENTILE = 0.95
+
+
+def forward(weights: list[np.ndarray], x: np.ndarray) -> np.ndarray:
+    """Reconstruction error (mean squared, per row) of scaled rows x, in plain numpy."""
+    w1, b1, w2, b2 = weights
+    h = np.tanh(x @ w1 + b1)
+    r = h @ w2 + b2
+    d = r - x
+    return np.einsum("ij,ij->i", d, d) / x.shape[1]
+
+
+@dataclass
+class AEModel:
+    weights: list[np.ndarray]
+    scaler: Scaler
+    threshold: float
+    meta: dict = field(default_factory=dict)
+
+    higher_is_suspicious = True
+    kind = "ae"
+
+    @property
+    def version(self) -> str:
+        return self.meta["version"]
+
+    def errors(self, raw_features: np.ndarray) -> np.ndarray:
+        """Unscaled feature rows (n x 18) -> reconstruction errors."""
+        return forward(self.weights, self.scaler.transform(raw_features))
+
+    def keras(self):
+        net = build_network()
+        net.set_weights(self.weights)
+        return net
+
+    # ---- persistence: one directory per version ----
+    def save(self, spark: SparkSession, models_uri: str) -> str:
+        """Write to `{models_uri}/{version}/` (file:// or hdfs://) and return that URI."""
+        with tempfile.TemporaryDirectory(prefix="spot-ae-model-") as tmp:
+            d = Path(tmp) / self.version
+            d.mkdir()
+            np.savez(d / "weights.npz", *self.weights)
+            meta = {**self.meta, "threshold": self.threshold, "scaler": self.scaler.to_json()}
+            (d / "model.json").write_text(json.dumps(meta, indent=2))
+            self.keras().save(d / "model.keras")
+            target = f"{models_uri.rstrip('/')}/{self.version}"
+            fsutil.delete(spark, target)
+            fsutil.put_dir(spark, str(d), target)
+        fsutil.write_text(spark, f"{models_uri.rstrip('/')}/LATEST", self.version + "\n")
+        return target
+
+    @classmethod
+    def load(cls, spark: SparkSession, models_uri: str, version: str = "latest") -> "AEModel":
+        base = models_uri.rstrip("/")
+        if version == "latest":
+            if not fsutil.exists(spark, f"{base}/LATEST"):
+                raise FileNotFoundError(f"no trained model under {base} (run `spot-ae train` first)")
+            version = fsutil.read_text(spark, f"{base}/LATEST").strip()
+        local = fsutil.get_dir(spark, f"{base}/{version}")
+        try:
+            meta = json.loads((local / "model.json").read_text())
+            with np.load(local / "weights.npz") as z:
+                weights = [z[f"arr_{i}"] for i in range(4)]
+        finally:
+            shutil.rmtree(local.parent, ignore_errors=True)
+        scaler = Scaler.from_json(meta.pop("scaler"))
+        return cls(weights, scaler, float(meta.pop("threshold")), meta)
+
+
+def build_network(seed: int | None = None):
+    import keras
+
+    if seed is not None:
+        keras.utils.set_random_seed(seed)
+    net = keras.Sequential(
+        [
+            keras.Input(shape=(N_FEATURES,)),
+            keras.layers.Dense(HIDDEN, activation="tanh", name="encoder"),
+            keras.layers.Dense(N_FEATURES, name="decoder"),
+        ],
+        name="spot_ae",
+    )
+    net.compile(optimizer=keras.optimizers.Adam(learning_rate=1e-3), loss="mse")
+    return net
+
+
+def _scaled_pairs(scale: np.ndarray, offset: np.ndarray):
+    """Partition function: feature rows -> (x, x) pairs for Elephas, scaled in bulk."""
+
+    def run(rows):
+        block = np.asarray([tuple(r) for r in rows], dtype=np.float32)
+        if block.size == 0:
+            return iter(())
+        x = (block * scale + offset).astype(np.float32)
+        return ((row, row) for row in x)
+
+    return run
+
+
+def train_autoencoder(
+    flows: DataFrame,
+    *,
+    epochs: int = DEFAULT_EPOCHS,
+    batch_size: int = 64,
+    validation_split: float = 0.2,
+    workers: int | None = None,
+    max_rows: int = 2_000_000,
+    seed: int = 7,
+    training_day: str | None = None,
+    extra_meta: dict | None = None,
+    progress: Callable[[str], None] = print,
+) -> AEModel:
+    """Train on `flows` (flow-table rows the caller has already restricted to benign ones)."""
+    from elephas.spark_model import SparkModel
+
+    spark = flows.sparkSession
+    t0 = time.time()
+    feats = add_features(flows).select(*FEATURE_COLUMNS)
+    n_all = feats.count()
+    if n_all < 10:
+        raise ValueError(f"need at least 10 benign training flows, got {n_all}")
+    if n_all > max_rows:
+        feats = feats.sample(fraction=max_rows / n_all, seed=seed)
+    scaler = Scaler.fit(feats)
+    workers = workers or max(1, spark.sparkContext.defaultParallelism)
+    # Round-robin spread, then a seeded shuffle inside each partition: Keras' validation_split
+    # takes the last 20% of each worker's rows, which must be a random 20%, not the latest flows.
+    ordered = feats.repartition(workers).sortWithinPartitions(F.rand(seed))
+    rdd = ordered.rdd.mapPartitions(_scaled_pairs(scaler.scale, scaler.offset)).cache()
+    n_train = rdd.count()
+    progress(f"training on {n_train} benign flows ({n_all} available), {workers} Elephas workers, {epochs} epochs")
+
+    net = build_network(seed)
+    sm = SparkModel(net, num_workers=None, batch_size=batch_size)
+    history = []
+    for epoch in range(1, epochs + 1):
+        before = len(sm.training_histories)
+        sm.fit(rdd, epochs=1, batch_size=batch_size, verbose=0, validation_split=validation_split, shuffle=True)
+        hs = [h for h in sm.training_histories[before:] if h]
+        loss = float(np.mean([h["loss"][-1] for h in hs])) if hs else float("nan")
+        val = float(np.mean([h["val_loss"][-1] for h in hs if "val_loss" in h])) if hs else float("nan")
+        history.append({"epoch": epoch, "loss": loss, "val_loss": val})
+        if epoch == 1 or epoch == epochs or epoch % 10 == 0:
+            progress(f"epoch {epoch}/{epochs} loss={loss:.5f} val_loss={val:.5f} ({time.time() - t0:.0f}s)")
+    weights = [np.asarray(w) for w in sm.master_network.get_weights()]
+    rdd.unpersist()
+
+    # Threshold: the paper's rule, the 95th percentile of the benign training rows' errors.
+    model = AEModel(weights, scaler, threshold=float("nan"))
+    from spot_ae_job.score import score_features
+
+    scored = score_features(model, feats)
+    q = scored.agg(
+        F.percentile_approx("score", [0.5, 0.9, THRESHOLD_PERCENTILE, 0.99, 0.999], 100000).alias("q"),
+        F.count("*").alias("n"),
+    ).first()
+    model.threshold = float(q["q"][2])
+    digest = hashlib.sha256(b"".join(w.tobytes() for w in weights)).hexdigest()[:10]
+    now = dt.datetime.now(dt.timezone.utc)
+    model.meta = {
+        "version": f"ae-{now:%Y%m%dT%H%M%SZ}-{digest}",
+        "kind": "ae",
+        "created": now.isoformat(timespec="seconds"),
+        "package_version": __version__,
+        "schema_version": SCHEMA_VERSION,
+        "features": FEATURES,
+        "architecture": f"{N_FEATURES}-{HIDDEN}(tanh)-{N_FEATURES}",
+        "epochs": epochs,
+        "batch_size": batch_size,
+        "validation_split": validation_split,
+        "training_day": training_day,
+        "training_rows": int(q["n"]),
+        "threshold_mode": "p95",
+        "threshold_percentile": THRESHOLD_PERCENTILE,
+        "benign_score_quantiles": dict(zip(["p50", "p90", "p95", "p99", "p999"], map(float, q["q"]))),
+        "history": history,
+        "train_seconds": round(time.time() - t0, 1),
+        **(extra_meta or {}),
+    }
+    progress(f"threshold (p95 of benign training errors) = {model.threshold:.6f}; model {model.version}")
+    return model
