@@ -1,0 +1,397 @@
+"""The OA web application: pages for analysts and the JSON API behind them.
+
+Spot's OA had no login at all (SPEC §2); here every page and API call but /health and the API
+description needs a session, every write needs the session's CSRF token, and every parameter
+goes through validate.py before it can touch storage.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import secrets
+import threading
+import time
+from functools import wraps
+from importlib import resources
+
+from flask import Flask, abort, g, jsonify, redirect, render_template, request, session, url_for
+from werkzeug.exceptions import HTTPException
+from werkzeug.security import check_password_hash, generate_password_hash
+
+from spot_ae_job.oa import validate as V
+from spot_ae_job.oa.config import OAConfig
+from spot_ae_job.oa.query import Filters, suspicious_page
+from spot_ae_job.oa.results import BadData, NotFound, Results
+from spot_ae_job.oa.storage import StorageError, open_storage
+
+log = logging.getLogger("spot_ae_job.oa")
+
+API = "/api/v1"
+_LOGIN_WINDOW_S = 300
+_LOGIN_MAX_FAILURES = 10
+_DUMMY_HASH = generate_password_hash(secrets.token_hex(8))  # same work for unknown users
+
+CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'; object-src 'none'"
+)
+
+
+class _LoginThrottle:
+    """Failed logins per client address in a sliding window: slows password guessing."""
+
+    def __init__(self):
+        self._fails: dict[str, list[float]] = {}
+        self._lock = threading.Lock()
+
+    def blocked(self, who: str) -> bool:
+        now = time.monotonic()
+        with self._lock:
+            recent = [t for t in self._fails.get(who, []) if now - t < _LOGIN_WINDOW_S]
+            self._fails[who] = recent
+            return len(recent) >= _LOGIN_MAX_FAILURES
+
+    def fail(self, who: str) -> None:
+        with self._lock:
+            self._fails.setdefault(who, []).append(time.monotonic())
+
+    def clear(self, who: str) -> None:
+        with self._lock:
+            self._fails.pop(who, None)
+
+
+def create_app(config: OAConfig, storage=None) -> Flask:
+    """The app for one configuration; `storage` defaults to the backend named by config.huser."""
+    app = Flask(__name__)
+    app.config.update(
+        SECRET_KEY=config.secret_key,
+        SESSION_COOKIE_NAME="spot_oa_session",
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SAMESITE="Strict",
+        SESSION_COOKIE_SECURE=config.secure_cookies,
+        PERMANENT_SESSION_LIFETIME=dt.timedelta(hours=config.session_hours),
+        MAX_CONTENT_LENGTH=config.max_request_bytes,
+        MAX_FORM_MEMORY_SIZE=config.max_request_bytes,
+        JSON_SORT_KEYS=False,
+    )
+    app.json.sort_keys = False
+    if storage is None:
+        storage = open_storage(config.huser, config.webhdfs, config.hdfs_user)
+    results = Results(storage, cache_days=config.cache_days)
+    throttle = _LoginThrottle()
+    app.extensions["spot_oa"] = {"config": config, "results": results, "storage": storage}
+
+    # -- helpers ---------------------------------------------------------------------------
+    def is_api() -> bool:
+        return request.path.startswith(API + "/") or request.path == API
+
+    def current_user():
+        name = session.get("user")
+        return config.users.get(name) if name else None
+
+    def csrf_token() -> str:
+        if "csrf" not in session:
+            session["csrf"] = secrets.token_urlsafe(32)
+        return session["csrf"]
+
+    def check_csrf(sent: str | None) -> None:
+        want = session.get("csrf")
+        if not want or not sent or not secrets.compare_digest(str(want), str(sent)):
+            abort(403, description="missing or wrong CSRF token (send the X-CSRF-Token header from the page or the login answer)")
+
+    def login_required(view):
+        @wraps(view)
+        def wrapped(*a, **kw):
+            user = current_user()
+            if user is None:
+                if is_api():
+                    abort(401, description="log in first (POST /api/v1/login)")
+                return redirect(url_for("login_page", next=request.path))
+            g.user = user
+            return view(*a, **kw)
+
+        return wrapped
+
+    def api_write(view):
+        """A write through the API: logged in, analyst role, CSRF token, JSON body."""
+
+        @wraps(view)
+        @login_required
+        def wrapped(*a, **kw):
+            check_csrf(request.headers.get("X-CSRF-Token"))
+            if g.user.role != "analyst":
+                abort(403, description=f"user {g.user.name} ({g.user.role}) may not record verdicts")
+            return view(*a, **kw)
+
+        return wrapped
+
+    def json_body() -> dict:
+        if not request.is_json:
+            abort(415, description="send Content-Type: application/json")
+        body = request.get_json(silent=True)
+        if not isinstance(body, dict):
+            abort(400, description="the body must be a JSON object")
+        return body
+
+    def known_day(day: str) -> str:
+        day = V.day(day)
+        if not results.has_day(day):
+            abort(404, description=f"no scored results for day {day}")
+        return day
+
+    def args(allowed: set[str]):
+        V.only_keys(request.args, allowed)
+        return request.args
+
+    # -- errors ----------------------------------------------------------------------------
+    @app.errorhandler(V.Invalid)
+    def _invalid(e):
+        return _error(400, "Bad Request", str(e))
+
+    @app.errorhandler(NotFound)
+    def _notfound(e):
+        return _error(404, "Not Found", str(e))
+
+    @app.errorhandler(BadData)
+    def _baddata(e):
+        log.error("malformed results: %s", e)
+        return _error(500, "Malformed Results", str(e))
+
+    @app.errorhandler(StorageError)
+    def _storage(e):
+        log.error("storage: %s", e)
+        return _error(503, "Storage Unavailable", str(e))
+
+    @app.errorhandler(HTTPException)
+    def _http(e):
+        if e.code is not None and e.code < 400:  # routing redirects are not errors
+            return e
+        return _error(e.code or 500, e.name, e.description or e.name)
+
+    @app.errorhandler(Exception)
+    def _unexpected(e):
+        log.exception("unexpected error on %s", request.path)
+        return _error(500, "Internal Server Error", "unexpected error; see the server log")
+
+    def _error(code: int, name: str, message: str):
+        if is_api() or request.is_json:
+            return jsonify({"error": name, "message": message, "status": code}), code
+        return render_template("error.html", code=code, name=name, message=message, user=current_user()), code
+
+    @app.after_request
+    def _headers(resp):
+        resp.headers["Content-Security-Policy"] = CSP
+        resp.headers["X-Content-Type-Options"] = "nosniff"
+        resp.headers["X-Frame-Options"] = "DENY"
+        resp.headers["Referrer-Policy"] = "no-referrer"
+        if is_api() or request.endpoint not in ("static",):
+            resp.headers["Cache-Control"] = "no-store"
+        return resp
+
+    @app.context_processor
+    def _ctx():
+        return {"csrf_token": csrf_token, "user": current_user(), "dev_mode": config.dev}
+
+    # -- login -----------------------------------------------------------------------------
+    def _authenticate(name: str, password: str) -> str | None:
+        who = request.remote_addr or "?"
+        if throttle.blocked(who):
+            abort(429, description="too many failed logins; wait a few minutes")
+        user = config.users.get(name)
+        ok = check_password_hash(user.password_hash if user else _DUMMY_HASH, password)
+        if not (user and ok):
+            throttle.fail(who)
+            log.warning("failed login for %r from %s", name, who)
+            return None
+        throttle.clear(who)
+        session.clear()
+        session.permanent = True
+        session["user"] = user.name
+        log.info("login %s (%s) from %s", user.name, user.role, who)
+        return csrf_token()
+
+    @app.get("/login")
+    def login_page():
+        return render_template("login.html", error=None, next=_safe_next(request.args.get("next")))
+
+    @app.post("/login")
+    def login_submit():
+        check_csrf(request.form.get("csrf_token"))
+        token = _authenticate(request.form.get("username", "")[:128], request.form.get("password", "")[:1024])
+        nxt = _safe_next(request.form.get("next"))
+        if token is None:
+            return render_template("login.html", error="Wrong user name or password.", next=nxt), 401
+        return redirect(nxt)
+
+    @app.post("/logout")
+    def logout():
+        check_csrf(request.form.get("csrf_token"))
+        session.clear()
+        return redirect(url_for("login_page"))
+
+    @app.post(f"{API}/login")
+    def api_login():
+        body = json_body()  # JSON only: a cross-site form cannot send it without CORS
+        name, password = body.get("username"), body.get("password")
+        if not isinstance(name, str) or not isinstance(password, str):
+            raise V.Invalid("username and password must be strings")
+        token = _authenticate(name[:128], password[:1024])
+        if token is None:
+            abort(401, description="wrong user name or password")
+        u = config.users[name]
+        return jsonify({"user": u.name, "role": u.role, "csrf_token": token})
+
+    @app.post(f"{API}/logout")
+    @login_required
+    def api_logout():
+        check_csrf(request.headers.get("X-CSRF-Token"))
+        session.clear()
+        return jsonify({"ok": True})
+
+    # -- pages -----------------------------------------------------------------------------
+    @app.get("/")
+    @login_required
+    def days_page():
+        return render_template("days.html", page="days")
+
+    @app.get("/days/<day>")
+    @login_required
+    def day_page(day):
+        return render_template("suspicious.html", page="suspicious", day=known_day(day))
+
+    @app.get("/days/<day>/network")
+    @login_required
+    def network_page(day):
+        return render_template("network.html", page="network", day=known_day(day))
+
+    @app.get("/days/<day>/model")
+    @login_required
+    def model_page(day):
+        return render_template("model.html", page="model", day=known_day(day))
+
+    @app.get("/days/<day>/connection")
+    @login_required
+    def connection_page(day):
+        day = known_day(day)
+        sip = V.ip(request.args.get("sip"), "sip", required=True)
+        dip = V.ip(request.args.get("dip"), "dip", required=True)
+        return render_template("connection.html", page="connection", day=day, sip=sip, dip=dip)
+
+    @app.get("/ingest")
+    @login_required
+    def ingest_page():
+        return render_template("ingest.html", page="ingest")
+
+    # -- API -------------------------------------------------------------------------------
+    @app.get(f"{API}/health")
+    def health():
+        try:
+            storage.stat("")
+            ok, detail = True, "storage reachable"
+        except Exception as e:  # noqa: BLE001 - health reports any failure
+            ok, detail = False, f"storage unreachable: {e}"
+        return jsonify({"status": "ok" if ok else "degraded", "storage": storage.describe(), "detail": detail}), (200 if ok else 503)
+
+    @app.get(f"{API}/openapi.json")
+    def openapi():
+        spec = json.loads(resources.files("spot_ae_job.oa").joinpath("static/openapi.json").read_text())
+        return jsonify(spec)
+
+    @app.get(f"{API}/session")
+    @login_required
+    def api_session():
+        return jsonify({"user": g.user.name, "role": g.user.role, "csrf_token": csrf_token()})
+
+    @app.get(f"{API}/days")
+    @login_required
+    def api_days():
+        args(set())
+        return jsonify({"days": results.days()})
+
+    @app.get(f"{API}/days/<day>/suspicious")
+    @login_required
+    def api_suspicious(day):
+        day = known_day(day)
+        a = args({"sort", "order", "ip", "port", "proto", "min_score", "max_score", "max_rank", "page", "size"})
+        f = Filters(
+            ip=V.ip(a.get("ip")),
+            port=V.port(a.get("port")),
+            proto=V.proto(a.get("proto")),
+            min_score=V.number(a.get("min_score"), "min_score"),
+            max_score=V.number(a.get("max_score"), "max_score"),
+            max_rank=V.integer(a.get("max_rank"), "max_rank", 1, 10**9),
+        )
+        sort = V.choice(a.get("sort"), "sort", V.SORT_KEYS, "rank")
+        order = V.choice(a.get("order"), "order", ["asc", "desc"], "asc")
+        page = V.integer(a.get("page"), "page", 1, 10**7, 1)
+        size = V.integer(a.get("size"), "size", 1, V.MAX_PAGE_SIZE, 50)
+        out = suspicious_page(results.table(day), f, sort, order, page, size)
+        return jsonify({"day": day, **out})
+
+    @app.get(f"{API}/days/<day>/connections")
+    @login_required
+    def api_connections(day):
+        day = known_day(day)
+        a = args({"sip", "dip"})
+        sip = V.ip(a.get("sip"), "sip", required=True)
+        dip = V.ip(a.get("dip"), "dip", required=True)
+        flows = results.connection(day, sip, dip)
+        return jsonify({"day": day, "sip": sip, "dip": dip, "count": len(flows), "flows": flows})
+
+    @app.get(f"{API}/days/<day>/network")
+    @login_required
+    def api_network(day):
+        day = known_day(day)
+        a = args({"top"})
+        top = V.integer(a.get("top"), "top", 1, V.MAX_TOP, 100)
+        return jsonify(results.network(day, top))
+
+    @app.get(f"{API}/days/<day>/model")
+    @login_required
+    def api_model(day):
+        day = known_day(day)
+        args(set())
+        return jsonify(results.model(day))
+
+    @app.get(f"{API}/days/<day>/feedback")
+    @login_required
+    def api_feedback_list(day):
+        day = known_day(day)
+        args(set())
+        return jsonify({"day": day, "feedback": results.feedback(day)})
+
+    @app.post(f"{API}/days/<day>/feedback")
+    @api_write
+    def api_feedback(day):
+        day = known_day(day)
+        args(set())
+        body = json_body()
+        extra = sorted(set(body) - {"rank", "sev"})
+        if extra:
+            raise V.Invalid(f"unknown field(s): {', '.join(extra)}")
+        sev = V.severity(body.get("sev"))
+        rank = body.get("rank")
+        if isinstance(rank, bool) or not isinstance(rank, int) or rank < 1:
+            raise V.Invalid("rank must be a positive integer (the flow's rank in the day's list)")
+        verdict = results.add_feedback(day, rank, sev)
+        log.info("feedback %s rank %d sev %d by %s", day, rank, sev, g.user.name)
+        return jsonify({"day": day, "rank": rank, "stored": verdict, "severity": V.SEVERITIES[sev]}), 201
+
+    @app.get(f"{API}/ingest/summary")
+    @login_required
+    def api_ingest_summary():
+        args(set())
+        summary = results.ingest_summary()
+        if summary is None:
+            return jsonify({"available": False, "message": "no ingest summary", "hours": []})
+        return jsonify({"available": True, **summary})
+
+    return app
+
+
+def _safe_next(target: str | None) -> str:
+    """Only same-site absolute paths: never an open redirect to another host."""
+    if target and target.startswith("/") and not target.startswith("//") and "\\" not in target:
+        return target
+    return "/"

@@ -1,0 +1,264 @@
+"""Reading one day of ML results (and writing the analyst's verdicts) in Spot's layout.
+
+Everything here takes a *validated* day (see validate.py) and builds storage paths itself, so no
+user text ever becomes part of a path. The suspicious-connects list is parsed once per
+(day, file mtime, size) and cached: a 100k-row day is then filtered and sorted in memory per
+request instead of being re-read from HDFS.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+from pyspark.sql import types as T  # types only: no JVM is started
+
+from spot_ae_job.oa.storage import Entry, StorageError, write_lock
+from spot_ae_job.oa.validate import DAY_RE
+from spot_ae_job.schema import FEEDBACK_COLUMNS, FLOW_SCHEMA, RESULT_COLUMNS
+
+SCORE = "score"
+RANK = "rank"
+
+# floats as float64: the CSV text is the value (a float32 round trip would add noise digits)
+_ARROW = {T.StringType: pa.string(), T.LongType: pa.int64(), T.IntegerType: pa.int32(), T.FloatType: pa.float64()}
+_FLOW_TYPES = {f.name: _ARROW[type(f.dataType)] for f in FLOW_SCHEMA.fields}
+RESULT_ARROW_TYPES = {c: (pa.float64() if c == SCORE else _FLOW_TYPES[c]) for c in RESULT_COLUMNS}
+
+# Columns of a connection's flows shown in the details view (all from all_scores/).
+DETAIL_COLUMNS = [
+    "treceived", "unix_tstamp", "tdur", "sip", "dip", "sport", "dport", "proto", "flag",
+    "ipkt", "ibyt", "opkt", "obyt", SCORE, "suspicious", RANK,
+]
+
+
+class NotFound(Exception):
+    """The day (or a file of it) does not exist."""
+
+
+class BadData(Exception):
+    """A results file exists but does not have Spot's layout."""
+
+
+@dataclass
+class DayTable:
+    key: tuple
+    frame: pd.DataFrame  # RESULT_COLUMNS + rank, in file order (most suspicious first)
+
+
+def _jsonable(v):
+    if isinstance(v, (np.integer,)):
+        return int(v)
+    if isinstance(v, (np.floating,)):
+        return None if np.isnan(v) else float(v)
+    if isinstance(v, (np.bool_,)):
+        return bool(v)
+    if v is pd.NA or v is None:
+        return None
+    if isinstance(v, float) and v != v:
+        return None
+    return v
+
+
+def records(df: pd.DataFrame) -> list[dict]:
+    cols = list(df.columns)
+    return [{c: _jsonable(v) for c, v in zip(cols, row)} for row in df.itertuples(index=False, name=None)]
+
+
+class Results:
+    """The results of every scored day under `{huser}/flow/scored_results`, via a Storage backend."""
+
+    def __init__(self, storage, cache_days: int = 4):
+        self.storage = storage
+        self._cache: OrderedDict[str, DayTable] = OrderedDict()
+        self._cache_days = cache_days
+        self._lock = threading.Lock()
+
+    # -- days ------------------------------------------------------------------------------
+    @staticmethod
+    def _day_dir(day: str) -> str:
+        if not DAY_RE.match(day):  # second line of defence: callers validate first
+            raise ValueError(f"bad day {day!r}")
+        return f"scored_results/{day}"
+
+    def days(self) -> list[dict]:
+        """Days that have a results file, newest first, with run.json's counts when present."""
+        out = []
+        for e in self.storage.list("scored_results"):
+            if not (e.is_dir and DAY_RE.match(e.name)):
+                continue
+            csv_entry = self.storage.stat(f"scored_results/{e.name}/scores/flow_results.csv")
+            if csv_entry is None:
+                continue
+            run = self._run_json(e.name)
+            out.append({
+                "day": e.name,
+                "model": run.get("model"),
+                "flows_scored": run.get("flows_scored"),
+                "suspicious": run.get("suspicious"),
+                "threshold": run.get("threshold"),
+                "created": run.get("created"),
+            })
+        return sorted(out, key=lambda d: d["day"], reverse=True)
+
+    def has_day(self, day: str) -> bool:
+        return self.storage.stat(f"{self._day_dir(day)}/scores/flow_results.csv") is not None
+
+    def _run_json(self, day: str) -> dict:
+        rel = f"{self._day_dir(day)}/run.json"
+        if self.storage.stat(rel) is None:
+            return {}
+        try:
+            run = json.loads(self.storage.read(rel))
+        except (ValueError, UnicodeDecodeError) as e:
+            raise BadData(f"run.json of {day} is not valid JSON: {e}") from None
+        return run if isinstance(run, dict) else {}
+
+    # -- suspicious connects -----------------------------------------------------------------
+    def table(self, day: str) -> pd.DataFrame:
+        rel = f"{self._day_dir(day)}/scores/flow_results.csv"
+        st = self.storage.stat(rel)
+        if st is None:
+            raise NotFound(f"no results for {day}")
+        key = (st.mtime_ms, st.size)
+        with self._lock:
+            hit = self._cache.get(day)
+            if hit and hit.key == key:
+                self._cache.move_to_end(day)
+                return hit.frame
+        frame = self._parse_results(day, self.storage.read(rel))
+        with self._lock:
+            self._cache[day] = DayTable(key, frame)
+            self._cache.move_to_end(day)
+            while len(self._cache) > self._cache_days:
+                self._cache.popitem(last=False)
+        return frame
+
+    @staticmethod
+    def _parse_results(day: str, data: bytes) -> pd.DataFrame:
+        header = data.split(b"\n", 1)[0].decode("utf-8", "replace").strip().split(",")
+        if header != RESULT_COLUMNS:
+            raise BadData(f"flow_results.csv of {day} does not have Spot's result columns (got {header[:5]}...)")
+        try:
+            tbl = pacsv.read_csv(
+                io.BytesIO(data),
+                convert_options=pacsv.ConvertOptions(column_types=RESULT_ARROW_TYPES, strings_can_be_null=False),
+            )
+        except pa.ArrowInvalid as e:
+            raise BadData(f"flow_results.csv of {day} cannot be parsed: {e}") from None
+        df = tbl.to_pandas()
+        df.insert(0, RANK, np.arange(1, len(df) + 1, dtype=np.int64))
+        return df
+
+    # -- connection details ------------------------------------------------------------------
+    def connection(self, day: str, sip: str, dip: str) -> list[dict]:
+        """Every flow of the day between two IPs, both directions, from all_scores/ Parquet."""
+        root = f"{self._day_dir(day)}/all_scores"
+        parts = [e for e in self.storage.list(root) if not e.is_dir and e.name.endswith(".parquet") and not e.name.startswith((".", "_"))]
+        if not parts:
+            raise NotFound(f"no all_scores for {day}")
+        expr = ((pc.field("sip") == sip) & (pc.field("dip") == dip)) | ((pc.field("sip") == dip) & (pc.field("dip") == sip))
+        tables = []
+        for e in parts:
+            with self.storage.open(f"{root}/{e.name}") as f:
+                pf = pq.ParquetFile(f)
+                cols = [c for c in DETAIL_COLUMNS if c in pf.schema_arrow.names]
+                t = pf.read(columns=cols)
+            tables.append(t.filter(expr))
+        t = pa.concat_tables(tables, promote_options="default")
+        df = t.to_pandas()
+        if RANK in df:
+            df[RANK] = df[RANK].astype("Int64")
+        sort = [c for c in ("unix_tstamp", "treceived") if c in df]
+        if sort:
+            df = df.sort_values(sort, kind="stable")
+        return records(df)
+
+    # -- network view -----------------------------------------------------------------------
+    def network(self, day: str, top: int) -> dict:
+        """IPs of the top-N suspicious flows; one edge per IP pair, weighted by its best score."""
+        df = self.table(day).head(top)
+        run = self._run_json(day)
+        higher = run.get("higher_is_suspicious", True)
+        g = df.groupby(["sip", "dip"], sort=False).agg(
+            flows=(RANK, "size"),
+            score=(SCORE, "max" if higher else "min"),
+            best_rank=(RANK, "min"),
+            ibyt=("ibyt", "sum"),
+        ).reset_index()
+        ips = pd.unique(pd.concat([g["sip"], g["dip"]], ignore_index=True))
+        deg = pd.concat([g["sip"], g["dip"]]).value_counts()
+        nodes = [{"id": ip, "degree": int(deg[ip]), "as_source": bool((g["sip"] == ip).any())} for ip in ips]
+        edges = records(g.rename(columns={"sip": "source", "dip": "target"}))
+        return {"day": day, "top": int(len(df)), "higher_is_suspicious": bool(higher), "nodes": nodes, "edges": edges}
+
+    # -- model panel -------------------------------------------------------------------------
+    def model(self, day: str) -> dict:
+        if not self.has_day(day):
+            raise NotFound(f"no results for {day}")
+        run = self._run_json(day)
+        if not run:
+            raise NotFound(f"no run.json for {day}")
+        keys = ["day", "model", "model_version", "threshold", "threshold_mode", "higher_is_suspicious",
+                "flows_scored", "suspicious", "written", "rejected", "training_day", "created",
+                "score_histogram", "labelled"]
+        return {k: run.get(k) for k in keys}
+
+    # -- feedback ----------------------------------------------------------------------------
+    def _feedback_rel(self, day: str) -> str:
+        return f"{self._day_dir(day)}/feedback/ml_feedback.csv"
+
+    def feedback(self, day: str) -> list[dict]:
+        rel = self._feedback_rel(day)
+        if self.storage.stat(rel) is None:
+            return []
+        text = self.storage.read(rel).decode("utf-8")
+        rows = list(csv.DictReader(io.StringIO(text)))
+        return rows
+
+    @staticmethod
+    def _flow_key(r: dict) -> tuple:
+        return tuple(str(r[c]) for c in FEEDBACK_COLUMNS[1:])
+
+    def add_feedback(self, day: str, rank: int, sev: int) -> dict:
+        """Record the verdict on the flow at `rank` of the day's list, in Spot's feedback fields.
+
+        The flow's fields come from the results file, never from the request, so a verdict always
+        names a real scored flow. A new verdict on the same flow replaces the old one.
+        """
+        df = self.table(day)
+        if rank < 1 or rank > len(df):
+            raise NotFound(f"{day} has no suspicious flow ranked {rank} (1..{len(df)})")
+        row = df.iloc[rank - 1]
+        verdict = {
+            "sev": int(sev), "tstart": str(row["treceived"]), "srcIP": str(row["sip"]), "dstIP": str(row["dip"]),
+            "sport": int(row["sport"]), "dport": int(row["dport"]), "ipkt": int(row["ipkt"]), "ibyt": int(row["ibyt"]),
+        }
+        rel = self._feedback_rel(day)
+        with write_lock(f"{id(self.storage)}:{rel}"):
+            existing = self.feedback(day)
+            kept = [r for r in existing if self._flow_key(r) != self._flow_key(verdict)]
+            buf = io.StringIO()
+            w = csv.DictWriter(buf, fieldnames=FEEDBACK_COLUMNS, lineterminator="\n", extrasaction="ignore")
+            w.writeheader()
+            w.writerows(kept + [verdict])
+            self.storage.write_atomic(rel, buf.getvalue().encode("utf-8"))
+        return verdict
+
+    # -- ingest summary ----------------------------------------------------------------------
+    def ingest_summary(self) -> dict | None:
+        from spot_ae_job.oa.ingest_summary import read_summary
+
+        return read_summary(self.storage)
+
+
+__all__ = ["Results", "NotFound", "BadData", "StorageError", "Entry", "records", "DETAIL_COLUMNS", "RANK", "SCORE"]

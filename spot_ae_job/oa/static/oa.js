@@ -1,0 +1,430 @@
+/* Spot-AE OA front end: plain JS over the JSON API (/api/v1), no build step, no CDN.
+ * Every value from the server goes into the page with textContent or SVG attributes, never
+ * innerHTML, so a hostile string in a flow record cannot run script. */
+"use strict";
+
+const OA = (() => {
+  const body = document.body;
+  const csrf = () => document.querySelector('meta[name="csrf-token"]').content;
+  const SVGNS = "http://www.w3.org/2000/svg";
+
+  async function api(path, opts = {}) {
+    const init = { credentials: "same-origin", headers: { Accept: "application/json" } };
+    if (opts.json !== undefined) {
+      init.method = "POST";
+      init.headers["Content-Type"] = "application/json";
+      init.headers["X-CSRF-Token"] = csrf();
+      init.body = JSON.stringify(opts.json);
+    }
+    const r = await fetch("/api/v1" + path, init);
+    let data = null;
+    try { data = await r.json(); } catch (e) { /* not JSON */ }
+    if (r.status === 401) { location.href = "/login?next=" + encodeURIComponent(location.pathname + location.search); }
+    if (!r.ok) throw new Error((data && data.message) || ("HTTP " + r.status));
+    return data;
+  }
+
+  function el(tag, attrs = {}, ...kids) {
+    const e = document.createElement(tag);
+    for (const [k, v] of Object.entries(attrs)) {
+      if (v === null || v === undefined || v === false) continue;
+      if (k === "text") e.textContent = v;
+      else if (k === "on") for (const [ev, fn] of Object.entries(v)) e.addEventListener(ev, fn);
+      else e.setAttribute(k, v === true ? "" : v);
+    }
+    for (const k of kids) if (k !== null && k !== undefined) e.append(k);
+    return e;
+  }
+
+  function svg(tag, attrs = {}, ...kids) {
+    const e = document.createElementNS(SVGNS, tag);
+    for (const [k, v] of Object.entries(attrs)) {
+      if (k === "text") e.textContent = v; else if (v !== null && v !== undefined) e.setAttribute(k, v);
+    }
+    for (const k of kids) if (k) e.append(k);
+    return e;
+  }
+
+  function toast(msg, bad = false) {
+    const t = document.getElementById("toast");
+    t.textContent = msg;
+    t.className = "show" + (bad ? " bad" : "");
+    clearTimeout(toast._t);
+    toast._t = setTimeout(() => { t.className = ""; }, 3500);
+  }
+
+  const fmt = {
+    int: (v) => (v === null || v === undefined ? "" : Number(v).toLocaleString("en-US")),
+    score: (v) => (v === null || v === undefined ? "" : Number(v).toPrecision(5)),
+    dur: (v) => (v === null || v === undefined ? "" : Number(v).toFixed(3)),
+  };
+
+  const SEV = { 1: "High", 2: "Medium", 3: "Low" };
+  const flowKey = (r) => [r.treceived, r.sip, r.dip, r.sport, r.dport, r.ipkt, r.ibyt].join("|");
+  const fbKey = (f) => [f.tstart, f.srcIP, f.dstIP, f.sport, f.dport, f.ipkt, f.ibyt].join("|");
+
+  async function verdicts(day) {
+    const d = await api(`/days/${day}/feedback`);
+    const m = new Map();
+    for (const f of d.feedback) m.set(fbKey(f), Number(f.sev));
+    return m;
+  }
+
+  function verdictCell(day, row, known) {
+    if (row.rank === null || row.rank === undefined) return el("td", { class: "hint", text: "not flagged" });
+    const td = el("td");
+    if (body.dataset.role !== "analyst") {
+      const s = known.get(flowKey(row));
+      td.textContent = s ? SEV[s] : "";
+      return td;
+    }
+    const box = el("span", { class: "verdict", "data-rank": row.rank });
+    const chosen = known.get(flowKey(row));
+    for (const sev of [1, 2, 3]) {
+      const b = el("button", {
+        type: "button", class: `sev${sev}` + (chosen === sev ? " chosen" : ""), "data-sev": sev,
+        title: `${SEV[sev]} risk` + (sev === 3 ? " (benign: the next ML run learns it)" : ""), text: SEV[sev][0],
+      });
+      b.addEventListener("click", async () => {
+        try {
+          const res = await api(`/days/${day}/feedback`, { json: { rank: row.rank, sev } });
+          box.querySelectorAll("button").forEach((x) => x.classList.toggle("chosen", x === b));
+          known.set(flowKey(row), sev);
+          toast(`Rank ${res.rank} marked ${res.severity} risk`);
+        } catch (e) { toast(e.message, true); }
+      });
+      box.append(b);
+    }
+    td.append(box);
+    return td;
+  }
+
+  // -- days --------------------------------------------------------------------------------
+  async function daysPage() {
+    const tb = document.querySelector("#days-table tbody");
+    try {
+      const d = await api("/days");
+      tb.replaceChildren();
+      if (!d.days.length) tb.append(el("tr", {}, el("td", { colspan: 6, class: "hint", text: "No scored days yet: run `spot-ae ml-ops YYYYMMDD flow`." })));
+      for (const x of d.days) {
+        tb.append(el("tr", { "data-day": x.day },
+          el("td", {}, el("a", { href: `/days/${x.day}`, class: "day-link", text: x.day })),
+          el("td", { text: x.model || "" }),
+          el("td", { class: "num", text: fmt.int(x.flows_scored) }),
+          el("td", { class: "num", text: fmt.int(x.suspicious) }),
+          el("td", { class: "num", text: fmt.score(x.threshold) }),
+          el("td", { text: x.created || "" })));
+      }
+    } catch (e) { tb.replaceChildren(el("tr", {}, el("td", { colspan: 6, class: "error", text: e.message }))); }
+  }
+
+  // -- suspicious connects -----------------------------------------------------------------
+  const DESC_FIRST = new Set(["score", "tdur", "ipkt", "ibyt", "opkt", "obyt"]);
+
+  async function suspiciousPage() {
+    const day = body.dataset.day;
+    const q = new URLSearchParams(location.search);
+    const st = { sort: q.get("sort") || "rank", order: q.get("order") || "asc", page: Number(q.get("page") || 1) };
+    const inputs = { ip: "#f-ip", port: "#f-port", proto: "#f-proto", min_score: "#f-min-score", max_rank: "#f-max-rank", size: "#f-size" };
+    for (const [k, sel] of Object.entries(inputs)) if (q.get(k)) document.querySelector(sel).value = q.get(k);
+    const tb = document.querySelector("#suspicious tbody");
+    const errBox = document.getElementById("table-error");
+    let known = new Map();
+    try { known = await verdicts(day); } catch (e) { /* shown by the table load if storage is down */ }
+    api(`/days/${day}/model`).then((m) => {
+      document.getElementById("model-line").textContent =
+        `${fmt.int(m.suspicious)} of ${fmt.int(m.flows_scored)} flows above the threshold ${fmt.score(m.threshold)} ` +
+        `(${m.model}, ${m.threshold_mode}, trained on ${m.training_day || "?"}); most suspicious first.`;
+    }).catch(() => {});
+
+    function params() {
+      const p = new URLSearchParams();
+      for (const [k, sel] of Object.entries(inputs)) {
+        const v = document.querySelector(sel).value.trim();
+        if (v) p.set(k, v);
+      }
+      p.set("sort", st.sort); p.set("order", st.order); p.set("page", st.page);
+      return p;
+    }
+
+    async function load() {
+      const p = params();
+      history.replaceState(null, "", `?${p}`);
+      document.querySelectorAll("#suspicious th[data-sort]").forEach((th) => {
+        th.classList.toggle("asc", th.dataset.sort === st.sort && st.order === "asc");
+        th.classList.toggle("desc", th.dataset.sort === st.sort && st.order === "desc");
+      });
+      try {
+        const d = await api(`/days/${day}/suspicious?${p}`);
+        errBox.hidden = true;
+        tb.replaceChildren();
+        for (const r of d.rows) {
+          const conn = `/days/${day}/connection?sip=${encodeURIComponent(r.sip)}&dip=${encodeURIComponent(r.dip)}`;
+          tb.append(el("tr", { "data-rank": r.rank },
+            el("td", { class: "num", text: r.rank }),
+            el("td", { text: r.treceived }),
+            el("td", { class: "mono" }, el("a", { href: conn, class: "conn-link", text: r.sip })),
+            el("td", { class: "num", text: r.sport }),
+            el("td", { class: "mono" }, el("a", { href: conn, text: r.dip })),
+            el("td", { class: "num", text: r.dport }),
+            el("td", { text: r.proto }),
+            el("td", { class: "num", text: fmt.dur(r.tdur) }),
+            el("td", { class: "num", text: fmt.int(r.ipkt) }),
+            el("td", { class: "num", text: fmt.int(r.ibyt) }),
+            el("td", { class: "num", text: fmt.int(r.opkt) }),
+            el("td", { class: "num", text: fmt.int(r.obyt) }),
+            el("td", { class: "num score", text: fmt.score(r.score) }),
+            verdictCell(day, r, known)));
+        }
+        if (!d.rows.length) tb.append(el("tr", {}, el("td", { colspan: 14, class: "hint", text: "No suspicious flows match." })));
+        document.getElementById("page-info").textContent = `Page ${d.page} of ${d.pages} · ${fmt.int(d.total)} flows`;
+        document.getElementById("prev").disabled = d.page <= 1;
+        document.getElementById("next").disabled = d.page >= d.pages;
+      } catch (e) {
+        errBox.textContent = e.message; errBox.hidden = false; tb.replaceChildren();
+      }
+    }
+
+    document.querySelectorAll("#suspicious th[data-sort]").forEach((th) => th.addEventListener("click", () => {
+      const k = th.dataset.sort;
+      if (st.sort === k) st.order = st.order === "asc" ? "desc" : "asc";
+      else { st.sort = k; st.order = DESC_FIRST.has(k) ? "desc" : "asc"; }
+      st.page = 1; load();
+    }));
+    document.getElementById("filters").addEventListener("submit", (ev) => { ev.preventDefault(); st.page = 1; load(); });
+    document.getElementById("clear").addEventListener("click", () => {
+      for (const [k, sel] of Object.entries(inputs)) if (k !== "size") document.querySelector(sel).value = "";
+      st.page = 1; load();
+    });
+    document.getElementById("prev").addEventListener("click", () => { st.page -= 1; load(); });
+    document.getElementById("next").addEventListener("click", () => { st.page += 1; load(); });
+    load();
+  }
+
+  // -- connection details ------------------------------------------------------------------
+  async function connectionPage() {
+    const { day, sip, dip } = body.dataset;
+    const tb = document.querySelector("#connection tbody");
+    const summary = document.getElementById("conn-summary");
+    try {
+      const [d, known] = await Promise.all([
+        api(`/days/${day}/connections?sip=${encodeURIComponent(sip)}&dip=${encodeURIComponent(dip)}`), verdicts(day)]);
+      const sus = d.flows.filter((f) => f.suspicious).length;
+      const bytes = d.flows.reduce((a, f) => a + (f.ibyt || 0) + (f.obyt || 0), 0);
+      summary.textContent = `${fmt.int(d.count)} flows between these hosts on ${day} (both directions), ${fmt.int(sus)} above the threshold, ${fmt.int(bytes)} bytes in all.`;
+      for (const f of d.flows) {
+        tb.append(el("tr", { class: f.suspicious ? "sus" : "", "data-rank": f.rank ?? "" },
+          el("td", { text: f.treceived }),
+          el("td", { class: "mono", text: f.sip }), el("td", { class: "num", text: f.sport }),
+          el("td", { class: "mono", text: f.dip }), el("td", { class: "num", text: f.dport }),
+          el("td", { text: f.proto }), el("td", { class: "mono", text: f.flag ?? "" }),
+          el("td", { class: "num", text: fmt.dur(f.tdur) }),
+          el("td", { class: "num", text: fmt.int(f.ipkt) }), el("td", { class: "num", text: fmt.int(f.ibyt) }),
+          el("td", { class: "num", text: fmt.int(f.opkt) }), el("td", { class: "num", text: fmt.int(f.obyt) }),
+          el("td", { class: "num" }, f.suspicious ? el("span", { class: "badge sus", text: fmt.score(f.score) }) : fmt.score(f.score)),
+          el("td", { class: "num", text: f.rank ?? "" }),
+          verdictCell(day, f, known)));
+      }
+    } catch (e) { summary.textContent = e.message; summary.className = "error"; }
+  }
+
+  // -- network view ------------------------------------------------------------------------
+  function layout(nodes, edges, W, H) {
+    // A small force layout: repulsion between all nodes, springs on edges, pull to the centre.
+    const n = nodes.length;
+    nodes.forEach((d, i) => {
+      const a = (2 * Math.PI * i) / Math.max(1, n);
+      d.x = W / 2 + (W / 3) * Math.cos(a); d.y = H / 2 + (H / 3) * Math.sin(a); d.vx = 0; d.vy = 0;
+    });
+    const k = Math.sqrt((W * H) / Math.max(1, n)) * 0.6;
+    for (let it = 0; it < 300; it++) {
+      const cool = 1 - it / 300;
+      for (let i = 0; i < n; i++) for (let j = i + 1; j < n; j++) {
+        const a = nodes[i], b = nodes[j];
+        let dx = a.x - b.x, dy = a.y - b.y, d2 = dx * dx + dy * dy + 0.01;
+        const f = (k * k) / d2;
+        a.vx += dx * f * 0.05; a.vy += dy * f * 0.05; b.vx -= dx * f * 0.05; b.vy -= dy * f * 0.05;
+      }
+      for (const e of edges) {
+        const a = e.s, b = e.t, dx = b.x - a.x, dy = b.y - a.y, d = Math.sqrt(dx * dx + dy * dy) + 0.01;
+        const f = (d - k) / d * 0.05;
+        a.vx += dx * f; a.vy += dy * f; b.vx -= dx * f; b.vy -= dy * f;
+      }
+      for (const d of nodes) {
+        d.vx += (W / 2 - d.x) * 0.005; d.vy += (H / 2 - d.y) * 0.005;
+        const sp = Math.sqrt(d.vx * d.vx + d.vy * d.vy), lim = 20 * cool + 1;
+        if (sp > lim) { d.vx *= lim / sp; d.vy *= lim / sp; }
+        d.x = Math.min(W - 20, Math.max(20, d.x + d.vx)); d.y = Math.min(H - 20, Math.max(20, d.y + d.vy));
+        d.vx *= 0.6; d.vy *= 0.6;
+      }
+    }
+  }
+
+  function heat(t) { // 0 -> blue, 1 -> red
+    const c = (a, b) => Math.round(a + (b - a) * t);
+    return `rgb(${c(91, 211)},${c(141, 47)},${c(239, 47)})`;
+  }
+
+  async function networkPage() {
+    const day = body.dataset.day;
+    const svgEl = document.getElementById("network");
+    const tip = document.getElementById("net-tip");
+    const W = 960, H = 620;
+    async function draw() {
+      const top = document.getElementById("net-top").value || 100;
+      let d;
+      try { d = await api(`/days/${day}/network?top=${encodeURIComponent(top)}`); }
+      catch (e) { document.getElementById("net-summary").textContent = e.message; return; }
+      document.getElementById("net-summary").textContent =
+        `${d.nodes.length} IPs, ${d.edges.length} connections from the top ${d.top} suspicious flows.`;
+      const byId = new Map(d.nodes.map((n) => [n.id, n]));
+      const edges = d.edges.map((e) => ({ ...e, s: byId.get(e.source), t: byId.get(e.target) }));
+      layout(d.nodes, edges, W, H);
+      const scores = edges.map((e) => e.score);
+      const lo = Math.min(...scores), hi = Math.max(...scores);
+      const norm = (s) => (hi > lo ? (d.higher_is_suspicious ? (s - lo) / (hi - lo) : (hi - s) / (hi - lo)) : 1);
+      svgEl.replaceChildren();
+      const gE = svg("g", { class: "edges" }), gN = svg("g", { class: "nodes" });
+      svgEl.append(gE, gN);
+      for (const e of edges) {
+        const t = norm(e.score);
+        e.line = svg("line", { class: "edge", stroke: heat(t), "stroke-width": (1 + 6 * t).toFixed(2), "stroke-opacity": 0.8,
+          "data-source": e.source, "data-target": e.target });
+        e.line.addEventListener("mousemove", (ev) => showTip(ev, `${e.source} → ${e.target}\nbest score ${fmt.score(e.score)}, ${e.flows} flow(s), best rank ${e.best_rank}`));
+        e.line.addEventListener("mouseleave", () => { tip.hidden = true; });
+        e.line.addEventListener("click", () => { location.href = `/days/${day}/connection?sip=${encodeURIComponent(e.source)}&dip=${encodeURIComponent(e.target)}`; });
+        gE.append(e.line);
+      }
+      for (const n of d.nodes) {
+        const r = 5 + Math.min(10, Math.sqrt(n.degree) * 2);
+        n.g = svg("g", { class: "node " + (n.as_source ? "src" : "dst"), "data-ip": n.id });
+        n.g.append(svg("circle", { r }), svg("text", { x: r + 3, y: 4, text: n.id }));
+        n.g.addEventListener("mousemove", (ev) => showTip(ev, `${n.id}\n${n.degree} connection(s)`));
+        n.g.addEventListener("mouseleave", () => { tip.hidden = true; });
+        n.g.addEventListener("dblclick", () => { location.href = `/days/${day}?ip=${encodeURIComponent(n.id)}`; });
+        drag(n, edges);
+        gN.append(n.g);
+      }
+      place(d.nodes, edges);
+    }
+    function place(nodes, edges) {
+      for (const e of edges) { e.line.setAttribute("x1", e.s.x); e.line.setAttribute("y1", e.s.y); e.line.setAttribute("x2", e.t.x); e.line.setAttribute("y2", e.t.y); }
+      for (const n of nodes) n.g.setAttribute("transform", `translate(${n.x},${n.y})`);
+    }
+    function toSvg(ev) {
+      const p = svgEl.createSVGPoint(); p.x = ev.clientX; p.y = ev.clientY;
+      return p.matrixTransform(svgEl.getScreenCTM().inverse());
+    }
+    function drag(n, edges) {
+      let on = false, moved = false;
+      n.g.addEventListener("pointerdown", (ev) => { on = true; moved = false; n.g.setPointerCapture(ev.pointerId); });
+      n.g.addEventListener("pointermove", (ev) => {
+        if (!on) return;
+        const p = toSvg(ev); n.x = p.x; n.y = p.y; moved = true;
+        n.g.setAttribute("transform", `translate(${n.x},${n.y})`);
+        for (const e of edges) {
+          if (e.s === n) { e.line.setAttribute("x1", n.x); e.line.setAttribute("y1", n.y); }
+          if (e.t === n) { e.line.setAttribute("x2", n.x); e.line.setAttribute("y2", n.y); }
+        }
+      });
+      n.g.addEventListener("pointerup", () => {
+        on = false;
+        if (!moved) location.href = `/days/${day}?ip=${encodeURIComponent(n.id)}`;
+      });
+    }
+    function showTip(ev, text) {
+      const box = svgEl.parentElement.getBoundingClientRect();
+      tip.textContent = text; tip.hidden = false;
+      tip.style.left = ev.clientX - box.left + 12 + "px"; tip.style.top = ev.clientY - box.top + 12 + "px";
+    }
+    document.getElementById("net-form").addEventListener("submit", (ev) => { ev.preventDefault(); draw(); });
+    draw();
+  }
+
+  // -- charts ------------------------------------------------------------------------------
+  function barChart(svgEl, bars, opts) {
+    // bars: [{x0, x1, y, label, over}] in data units; opts: {xlog, xLabel, yLabel, thr, thrLabel}
+    const W = 960, H = 360, L = 70, R = 20, T = 20, B = 50;
+    svgEl.replaceChildren();
+    if (!bars.length) return;
+    const fx = opts.xlog ? Math.log10 : (v) => v;
+    const xmin = Math.min(fx(bars[0].x0), opts.thr !== undefined ? fx(opts.thr) : Infinity);
+    const xmax = Math.max(fx(bars[bars.length - 1].x1), opts.thr !== undefined ? fx(opts.thr) : -Infinity);
+    const ymax = Math.max(1, ...bars.map((b) => b.y));
+    const X = (v) => L + ((fx(v) - xmin) / (xmax - xmin || 1)) * (W - L - R);
+    const Y = (v) => H - B - (v / ymax) * (H - T - B);
+    const g = svg("g");
+    for (const b of bars) {
+      const x = X(b.x0), w = Math.max(1, X(b.x1) - X(b.x0) - 1);
+      const rect = svg("rect", { class: "bar" + (b.over ? " over" : ""), x, y: Y(b.y), width: w, height: H - B - Y(b.y) });
+      rect.append(svg("title", { text: b.label }));
+      g.append(rect);
+    }
+    const ax = svg("g", { class: "axis" });
+    ax.append(svg("line", { x1: L, y1: H - B, x2: W - R, y2: H - B }), svg("line", { x1: L, y1: T, x2: L, y2: H - B }));
+    for (let i = 0; i <= 4; i++) {
+      const v = (ymax * i) / 4;
+      ax.append(svg("text", { x: L - 6, y: Y(v) + 4, "text-anchor": "end", text: fmt.int(Math.round(v)) }));
+    }
+    const ticks = opts.ticks || [];
+    for (const t of ticks) ax.append(svg("text", { x: X(t.v), y: H - B + 16, "text-anchor": "middle", text: t.label }));
+    ax.append(svg("text", { x: (L + W - R) / 2, y: H - 8, "text-anchor": "middle", text: opts.xLabel }));
+    ax.append(svg("text", { x: 14, y: (T + H - B) / 2, transform: `rotate(-90 14 ${(T + H - B) / 2})`, "text-anchor": "middle", text: opts.yLabel }));
+    svgEl.append(g, ax);
+    if (opts.thr !== undefined) {
+      const x = X(opts.thr);
+      svgEl.append(svg("line", { class: "thr", id: "threshold-line", x1: x, y1: T, x2: x, y2: H - B }),
+        svg("text", { x: x + 6, y: T + 12, fill: "#c62828", text: opts.thrLabel }));
+    }
+  }
+
+  async function modelPage() {
+    const day = body.dataset.day;
+    try {
+      const m = await api(`/days/${day}/model`);
+      const facts = document.getElementById("model-facts");
+      const rows = [
+        ["Model", `${m.model} (${m.model_version})`], ["Threshold", `${fmt.score(m.threshold)} (${m.threshold_mode})`],
+        ["Suspicious when", m.higher_is_suspicious ? "score above the threshold" : "score below the threshold"],
+        ["Training day", m.training_day || "unknown"], ["Flows scored", fmt.int(m.flows_scored)],
+        ["Suspicious", fmt.int(m.suspicious)], ["Rejected rows", fmt.int(m.rejected)], ["Scored at", m.created],
+      ];
+      if (m.labelled && m.labelled.attacks) rows.push(["Ground truth", `${fmt.int(m.labelled.attacks)} attack flows, recall ${(100 * m.labelled.recall).toFixed(1)}%`]);
+      for (const [k, v] of rows) facts.append(el("dt", { text: k }), el("dd", { text: v ?? "" }));
+      const h = m.score_histogram || { edges: [], counts: [] };
+      const note = document.getElementById("hist-note");
+      if (!h.counts || !h.counts.length) { note.textContent = "No score histogram in run.json."; return; }
+      const xlog = h.scale === "log";
+      const bars = h.counts.map((c, i) => ({
+        x0: h.edges[i], x1: h.edges[i + 1], y: c,
+        over: m.higher_is_suspicious ? h.edges[i] >= m.threshold : h.edges[i + 1] <= m.threshold,
+        label: `${fmt.score(h.edges[i])} – ${fmt.score(h.edges[i + 1])}: ${fmt.int(c)} flows`,
+      }));
+      const e = h.edges, ticks = [];
+      for (let i = 0; i < e.length; i += Math.ceil(e.length / 8)) ticks.push({ v: e[i], label: fmt.score(e[i]).replace(/0+$/, "") });
+      note.textContent = `${fmt.int(h.counts.reduce((a, b) => a + b, 0))} flows in ${h.counts.length} bins` +
+        (xlog ? " (score axis logarithmic)" : "") + "; bars past the dashed threshold line are flagged.";
+      barChart(document.getElementById("histogram"), bars, { xlog, thr: m.threshold, thrLabel: `threshold ${fmt.score(m.threshold)}`,
+        xLabel: "score (reconstruction error)", yLabel: "flows", ticks });
+    } catch (e) { document.getElementById("hist-note").textContent = e.message; }
+  }
+
+  async function ingestPage() {
+    const note = document.getElementById("ingest-note");
+    try {
+      const d = await api("/ingest/summary");
+      if (!d.available) { note.textContent = "No ingest summary: nothing has been ingested on this cluster yet."; return; }
+      note.textContent = `${fmt.int(d.total_flows)} flows ingested in ${d.hours.length} hour(s), from ${d.files} summary file(s).` +
+        (d.unreadable.length ? ` ${d.unreadable.length} file(s) could not be read: ${d.unreadable.map((u) => u.file + " (" + u.reason + ")").join("; ")}` : "");
+      const bars = d.hours.map((h, i) => ({ x0: i, x1: i + 1, y: h.flows, label: `${h.hour}:00 — ${fmt.int(h.flows)} flows` }));
+      const step = Math.ceil(d.hours.length / 10) || 1, ticks = [];
+      for (let i = 0; i < d.hours.length; i += step) ticks.push({ v: i + 0.5, label: d.hours[i].hour.replace("T", " ") + "h" });
+      barChart(document.getElementById("ingest-chart"), bars, { xLabel: "hour (UTC)", yLabel: "flows", ticks });
+    } catch (e) { note.textContent = e.message; note.className = "error"; }
+  }
+
+  const pages = { days: daysPage, suspicious: suspiciousPage, connection: connectionPage, network: networkPage, model: modelPage, ingest: ingestPage };
+  return { start: () => (pages[body.dataset.page] || (() => {}))() };
+})();
+
+document.addEventListener("DOMContentLoaded", OA.start);
