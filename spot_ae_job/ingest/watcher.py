@@ -1,0 +1,249 @@
+"""Closed nfcapd files -> Parquet in Spot's flow table, exactly once, with quarantine and retry.
+
+One file's journey (`ingest_file`):
+1. its tag `nf-<sha256 of its bytes>` names everything it produces, so a re-run produces the
+   same names;
+2. nfdump decodes it (nfdump.py); a bad file raises NfdumpFileError and is quarantined;
+3. its flows are split by each flow's own hour and committed as
+   `{huser}/flow/hive/y=/m=/d=/h=/<tag>.parquet`; row rejects go to
+   `{huser}/flow/quarantine/nfdump/<tag>.parquet`; the ingest summary gets `<tag>.csv` rows;
+4. last, the ledger entry `{huser}/flow/ingest_state/<tag>.json` is committed: the file is done.
+Every commit is write-temporary-then-rename (store.py) and skips a name that already exists, so
+a crash anywhere before step 4 makes the next run redo the same names (no duplicate, no loss)
+and a file whose ledger entry exists is skipped. The local file leaves the spool only after 4.
+
+`Watcher` polls the collector's directory for closed files (nfcapd renames `nfcapd.current.*`
+to `nfcapd.YYYYMMDDhhmm` when it rotates), decodes several at once in worker processes (nfdump
+decodes are the bottleneck and each file is one single-threaded nfdump), moves corrupt files to
+the quarantine directory with a `.reason` file, and keeps a file in place when HDFS stays down
+past the bounded retries: it is simply tried again on a later pass.
+"""
+from __future__ import annotations
+
+import concurrent.futures as cf
+import hashlib
+import io
+import json
+import logging
+import multiprocessing
+import os
+import re
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from spot_ae_job.errors import SpotAEError
+from spot_ae_job.ingest import summary
+from spot_ae_job.ingest.nfdump import Decoded, NfdumpFileError, decode_file
+from spot_ae_job.ingest.store import Store, open_store
+from spot_ae_job.schema import flow_table_location
+from spot_ae_job.webhdfs import WebHDFSError
+
+log = logging.getLogger("spot_ae.ingest")
+CLOSED_NFCAPD = re.compile(r"^nfcapd\.[0-9]{12}([0-9]{2})?$")
+
+
+def file_tag(path: str | os.PathLike, prefix: str = "nf") -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return f"{prefix}-{h.hexdigest()[:24]}"
+
+
+def ledger_uri(huser: str, tag: str) -> str:
+    return f"{huser.rstrip('/')}/flow/ingest_state/{tag}.json"
+
+
+def parquet_bytes(table: pa.Table) -> bytes:
+    buf = io.BytesIO()
+    pq.write_table(table, buf, compression="snappy")
+    return buf.getvalue()
+
+
+def split_by_hour(flows: pa.Table) -> list[tuple[tuple[int, int, int, int], pa.Table]]:
+    """[((y, m, d, h), rows of that hour)], from each flow's own timestamp."""
+    if flows.num_rows == 0:
+        return []
+    key = pc.add(pc.add(pc.multiply(pc.cast(flows["tryear"], pa.int64()), 1_000_000),
+                        pc.multiply(pc.cast(flows["trmonth"], pa.int64()), 10_000)),
+                 pc.add(pc.multiply(pc.cast(flows["trday"], pa.int64()), 100), pc.cast(flows["trhour"], pa.int64())))
+    out = []
+    for k in sorted(pc.unique(key).to_pylist()):
+        y, m, d, h = k // 1_000_000, k // 10_000 % 100, k // 100 % 100, k % 100
+        out.append(((y, m, d, h), flows.filter(pc.equal(key, k))))
+    return out
+
+
+@dataclass
+class Result:
+    source: str
+    tag: str
+    status: str  # "ingested" | "already-ingested" | "quarantined"
+    flows: int = 0
+    rejected: int = 0
+    nfdump_flows: int = 0
+    partitions: int = 0
+    reason: str = ""
+    reject_reasons: dict | None = None
+
+
+def commit_decoded(store: Store, dec: Decoded, tag: str, source_kind: str, source_name: str) -> Result:
+    """Steps 3-4 above for an already decoded file."""
+    table = flow_table_location(store.huser)
+    parts = split_by_hour(dec.flows)
+    for (y, m, d, h), rows in parts:
+        store.put(f"{table}/y={y}/m={m}/d={d}/h={h}/{tag}.parquet", parquet_bytes(rows))
+    reasons = {}
+    if dec.rejects.num_rows:
+        store.put(f"{store.huser}/flow/quarantine/nfdump/{tag}.parquet", parquet_bytes(dec.rejects))
+        counts = dec.rejects.group_by("reject_reason").aggregate([("reject_reason", "count")])
+        reasons = {r["reject_reason"]: r["reject_reason_count"] for r in counts.to_pylist()}
+    summary.write_summary(store, tag, summary.hourly_rows(dec.flows, source_kind, source_name))
+    res = Result(source_name, tag, "ingested", dec.flows.num_rows, dec.rejects.num_rows, dec.nfdump_flows,
+                 len(parts), reject_reasons=reasons)
+    record = {**res.__dict__, "source_kind": source_kind, "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+              "hours": [f"y={y}/m={m}/d={d}/h={h}" for (y, m, d, h), _ in parts]}
+    store.put(ledger_uri(store.huser, tag), json.dumps(record, indent=1).encode())
+    return res
+
+
+def ingest_file(store: Store, path: str | os.PathLike, *, bidirectional: bool = False, source_kind: str = "nfcapd",
+                tag: str | None = None, source_name: str | None = None) -> Result:
+    """One nfcapd file into the flow table exactly once. Raises NfdumpFileError for a bad file and
+    WebHDFSError/SpotAEError when HDFS cannot take it now (nothing is lost: retry later)."""
+    tag = tag or file_tag(path)
+    name = source_name or Path(path).name
+    if store.exists(ledger_uri(store.huser, tag)):
+        done = json.loads(store.read(ledger_uri(store.huser, tag)))
+        return Result(name, tag, "already-ingested", done.get("flows", 0), done.get("rejected", 0),
+                      done.get("nfdump_flows", 0), done.get("partitions", 0))
+    dec = decode_file(path, bidirectional=bidirectional)
+    return commit_decoded(store, dec, tag, source_kind, name)
+
+
+# -- the spool watcher -----------------------------------------------------------------------
+
+@dataclass
+class StoreConfig:
+    """Picklable recipe for a Store, so worker processes open their own connections."""
+    huser: str
+    webhdfs: str | None = None
+    user: str | None = None
+    attempts: int = 8
+
+    def open(self) -> Store:
+        return open_store(self.huser, self.webhdfs, self.user, self.attempts)
+
+
+def _work(cfg: StoreConfig, path: str, bidirectional: bool) -> Result:
+    try:
+        return ingest_file(cfg.open(), path, bidirectional=bidirectional)
+    except NfdumpFileError as e:
+        return Result(Path(path).name, "", "quarantined", reason=str(e))
+
+
+def quarantine(path: Path, qdir: Path, reason: str, move: bool = True) -> Path:
+    """Move (or copy) a bad input file into `qdir` with a `.reason` file beside it."""
+    qdir.mkdir(parents=True, exist_ok=True)
+    dst = qdir / path.name
+    if dst.exists():
+        dst = qdir / f"{path.name}.{int(time.time())}"
+    (shutil.move if move else shutil.copy2)(str(path), dst)
+    dst.with_name(dst.name + ".reason").write_text(reason + "\n")
+    log.error("QUARANTINED %s -> %s: %s", path, dst, reason)
+    return dst
+
+
+class Watcher:
+    """Ingest every closed nfcapd file that appears in `incoming`; runs until `stop()`."""
+
+    def __init__(self, cfg: StoreConfig, spool: str | os.PathLike, workers: int | None = None,
+                 poll: float = 2.0, keep_done_hours: float = 24.0, bidirectional: bool = False):
+        self.cfg = cfg
+        self.spool = Path(spool)
+        self.incoming = self.spool / "nfcapd"
+        self.done_dir = self.spool / "done"
+        self.quarantine_dir = self.spool / "quarantine"
+        for d in (self.incoming, self.done_dir, self.quarantine_dir):
+            d.mkdir(parents=True, exist_ok=True)
+        self.workers = workers or max(1, os.cpu_count() or 1)
+        self.poll = poll
+        self.keep_done = keep_done_hours * 3600
+        self.bidirectional = bidirectional
+        self._stop = False
+        self.backoff = 0.0
+        self.stats = {"ingested": 0, "already-ingested": 0, "quarantined": 0, "retry-later": 0, "flows": 0}
+
+    def closed_files(self) -> list[Path]:
+        return sorted(p for p in self.incoming.rglob("nfcapd.*") if p.is_file() and CLOSED_NFCAPD.match(p.name))
+
+    def stop(self) -> None:
+        self._stop = True
+
+    def _finish(self, path: Path, res: Result) -> None:
+        if res.status == "quarantined":
+            quarantine(path, self.quarantine_dir, res.reason)
+        else:
+            log.info("%s %s: %d flows, %d rejected, %d hour partitions (%s)", res.status, path.name, res.flows,
+                     res.rejected, res.partitions, res.tag)
+            shutil.move(str(path), self.done_dir / path.name)
+            self.stats["flows"] += res.flows
+        self.stats[res.status] += 1
+
+    def run_once(self, pool: cf.Executor) -> int:
+        """Submit every closed file, wait for them; returns how many were settled."""
+        files = self.closed_files()
+        if not files:
+            return 0
+        futures = {pool.submit(_work, self.cfg, str(p), self.bidirectional): p for p in files}
+        settled = 0
+        for fut in cf.as_completed(futures):
+            path = futures[fut]
+            try:
+                self._finish(path, fut.result())
+                settled += 1
+            except (WebHDFSError, SpotAEError, OSError) as e:  # HDFS down beyond retries: keep the file
+                self.stats["retry-later"] += 1
+                log.warning("HDFS not taking %s now (%s); it stays in %s and is retried", path.name, e, self.incoming)
+        self.backoff = 0.0 if settled == len(files) else min(max(self.backoff * 2, self.poll), 60.0)
+        return settled
+
+    def prune_done(self) -> None:
+        cutoff = time.time() - self.keep_done
+        for p in self.done_dir.iterdir():
+            if p.stat().st_mtime < cutoff:
+                p.unlink()
+
+    def run(self, until_idle: bool = False) -> dict:
+        ctx = multiprocessing.get_context("spawn")
+        with cf.ProcessPoolExecutor(self.workers, mp_context=ctx) as pool:
+            while not self._stop:
+                n = self.run_once(pool)
+                self.prune_done()
+                if until_idle and n == 0 and not self.closed_files():
+                    break
+                if n == 0 or self.backoff:
+                    time.sleep(self.backoff or self.poll)
+        return self.stats
+
+
+def ingest_paths(cfg: StoreConfig, paths: list[Path], quarantine_dir: Path, workers: int | None = None,
+                 bidirectional: bool = False, source_kind: str = "nfcapd") -> list[Result]:
+    """Offline: a list of nfcapd files through the same path; bad ones are COPIED to quarantine
+    (they are the user's files), HDFS failures raise after the bounded retries."""
+    results = []
+    ctx = multiprocessing.get_context("spawn")
+    with cf.ProcessPoolExecutor(workers or max(1, os.cpu_count() or 1), mp_context=ctx) as pool:
+        futures = [pool.submit(_work, cfg, str(p), bidirectional) for p in paths]
+        for p, fut in zip(paths, futures):
+            res = fut.result()
+            if res.status == "quarantined":
+                quarantine(Path(p), quarantine_dir, res.reason, move=False)
+            results.append(res)
+    return results
