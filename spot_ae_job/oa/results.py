@@ -31,8 +31,8 @@ RANK = "rank"
 
 # floats as float64: the CSV text is the value (a float32 round trip would add noise digits)
 _ARROW = {T.StringType: pa.string(), T.LongType: pa.int64(), T.IntegerType: pa.int32(), T.FloatType: pa.float64()}
-_FLOW_TYPES = {f.name: _ARROW[type(f.dataType)] for f in FLOW_SCHEMA.fields}
-RESULT_ARROW_TYPES = {c: (pa.float64() if c == SCORE else _FLOW_TYPES[c]) for c in RESULT_COLUMNS}
+FLOW_ARROW_TYPES = {f.name: _ARROW[type(f.dataType)] for f in FLOW_SCHEMA.fields}
+RESULT_ARROW_TYPES = {c: (pa.float64() if c == SCORE else FLOW_ARROW_TYPES[c]) for c in RESULT_COLUMNS}
 
 # Columns of a connection's flows shown in the details view (all from all_scores/).
 DETAIL_COLUMNS = [
