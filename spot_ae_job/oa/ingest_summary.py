@@ -1,89 +1,75 @@
 """Flows per hour from `{huser}/flow/ingest_summary/`, for the ingest summary chart.
 
-The ingest stage owns that folder's format (docs/ingest.md). Spot's own ingest summary was a
-table of (tdate, total) rows; this reader takes CSV files with a header naming a time column and a
-count column, or JSON-lines files with the same keys, in any sub-folder, and adds counts up per
-hour. Files it cannot read are reported, not hidden, so a format change shows up in the UI.
+The ingest stage owns the format (spot_ae_job/ingest/summary.py, docs/ingest.md): one CSV per
+source file and day at `ingest_summary/y=YYYY/m=M/d=D/<tag>.csv`, header SUMMARY_COLUMNS, one
+row per hour. The OA walks that tree through its own storage layer (so it works over WebHDFS
+without a JVM) and sums rows per hour with the ingest stage's own `totals`. A file it cannot read
+is listed in the answer, not hidden, so a format change shows up in the UI.
 """
 from __future__ import annotations
 
 import csv
 import io
-import json
 import re
 
-TIME_KEYS = ("hour", "tdate", "ts", "time", "window_start", "start")
-COUNT_KEYS = ("flows", "total", "count", "records")
-_HOUR = re.compile(r"^(\d{4})-?(\d{2})-?(\d{2})[ T]?(\d{2})?")
-MAX_FILES = 5000
+from spot_ae_job.ingest.summary import SUMMARY_COLUMNS, totals
+
+_PART = {"y": re.compile(r"^y=\d{4}$"), "m": re.compile(r"^m=\d{1,2}$"), "d": re.compile(r"^d=\d{1,2}$")}
+ROOT = "ingest_summary"
 
 
-def _hour_of(value: str) -> str | None:
-    """'2018-02-16 10:23:00', '2018-02-16T10', '2018021610' -> '2018-02-16T10'."""
-    m = _HOUR.match(str(value).strip())
-    if not m:
-        return None
-    y, mo, d, h = m.groups()
-    return f"{y}-{mo}-{d}T{h or '00'}"
-
-
-def _pick(keys, wanted):
-    low = {k.lower().strip(): k for k in keys}
-    for w in wanted:
-        if w in low:
-            return low[w]
-    return None
-
-
-def _rows(name: str, data: bytes):
-    text = data.decode("utf-8", "replace")
-    if name.endswith((".jsonl", ".json", ".ndjson")):
-        stripped = text.strip()
-        if stripped.startswith("["):
-            yield from json.loads(stripped)
-            return
-        for line in stripped.splitlines():
-            if line.strip():
-                yield json.loads(line)
-    else:
-        yield from csv.DictReader(io.StringIO(text))
-
-
-def _walk(storage, rel: str, depth: int = 0):
-    for e in storage.list(rel):
-        if e.name.startswith((".", "_")):
+def _files(storage):
+    for y in storage.list(ROOT):
+        if not (y.is_dir and _PART["y"].match(y.name)):
             continue
-        child = f"{rel}/{e.name}"
-        if e.is_dir and depth < 5:
-            yield from _walk(storage, child, depth + 1)
-        elif not e.is_dir:
-            yield child, e
+        for m in storage.list(f"{ROOT}/{y.name}"):
+            if not (m.is_dir and _PART["m"].match(m.name)):
+                continue
+            for d in storage.list(f"{ROOT}/{y.name}/{m.name}"):
+                if not (d.is_dir and _PART["d"].match(d.name)):
+                    continue
+                for f in storage.list(f"{ROOT}/{y.name}/{m.name}/{d.name}"):
+                    if not f.is_dir and f.name.endswith(".csv") and not f.name.startswith((".", "_")):
+                        yield f"{ROOT}/{y.name}/{m.name}/{d.name}/{f.name}"
+
+
+def _rows(data: bytes) -> list[dict]:
+    reader = csv.DictReader(io.StringIO(data.decode("utf-8")))
+    if reader.fieldnames != SUMMARY_COLUMNS:
+        raise ValueError(f"header is {reader.fieldnames}, expected {SUMMARY_COLUMNS}")
+    rows = []
+    for r in reader:
+        for k in ("hour", "flows", "bytes", "packets"):
+            r[k] = int(r[k])
+        if not 0 <= r["hour"] <= 23 or r["flows"] < 0:
+            raise ValueError(f"impossible row {r}")
+        rows.append(r)
+    return rows
 
 
 def read_summary(storage) -> dict | None:
-    """{'hours': [{'hour': 'YYYY-MM-DDTHH', 'flows': N}...], 'files': n, 'unreadable': [...]}, or None."""
-    if storage.stat("ingest_summary") is None:
+    """{'hours': [{'hour': 'YYYY-MM-DDTHH', 'flows': N}...], 'days', 'total_flows', 'files', 'unreadable'}, or None."""
+    if storage.stat(ROOT) is None:
         return None
-    per_hour: dict[str, int] = {}
-    unreadable, files = [], 0
-    for rel, e in _walk(storage, "ingest_summary"):
+    rows, unreadable, files = [], [], 0
+    for rel in _files(storage):
         files += 1
-        if files > MAX_FILES:
-            break
         try:
-            for r in _rows(e.name, storage.read(rel)):
-                if not isinstance(r, dict):
-                    raise ValueError("row is not an object")
-                tk, ck = _pick(r.keys(), TIME_KEYS), _pick(r.keys(), COUNT_KEYS)
-                if tk is None or ck is None:
-                    raise ValueError(f"needs a time column ({'/'.join(TIME_KEYS)}) and a count column ({'/'.join(COUNT_KEYS)})")
-                hour = _hour_of(r[tk])
-                if hour is None:
-                    raise ValueError(f"unreadable time {r[tk]!r}")
-                per_hour[hour] = per_hour.get(hour, 0) + int(float(r[ck]))
-        except (ValueError, TypeError, UnicodeDecodeError) as err:
+            rows += _rows(storage.read(rel))
+        except (ValueError, KeyError, TypeError, UnicodeDecodeError) as err:
             unreadable.append({"file": rel, "reason": str(err)[:200]})
     if files == 0:
         return None
-    hours = [{"hour": h, "flows": n} for h, n in sorted(per_hour.items())]
-    return {"hours": hours, "total_flows": sum(per_hour.values()), "files": files, "unreadable": unreadable}
+    per_day, per_hour = totals(rows)
+    hours = [{"hour": f"{date}T{hour:02d}", "flows": n} for (date, hour), n in per_hour.items()]
+    by_kind: dict[str, int] = {}
+    for r in rows:
+        by_kind[r["source_kind"]] = by_kind.get(r["source_kind"], 0) + r["flows"]
+    return {
+        "hours": hours,
+        "days": [{"date": d, "flows": n} for d, n in per_day.items()],
+        "by_source_kind": by_kind,
+        "total_flows": sum(per_day.values()),
+        "files": files,
+        "unreadable": unreadable,
+    }

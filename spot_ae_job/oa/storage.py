@@ -197,7 +197,7 @@ def open_storage(huser: str, webhdfs: str | None = None, user: str = "spot"):
     """The backend for a `--huser` URI: file:///abs/path, or hdfs://host:port/path (needs --webhdfs)."""
     u = urlparse(huser)
     if u.scheme == "file":
-        if not u.path.startswith("/"):
+        if u.netloc not in ("", "localhost") or not u.path.startswith("/"):
             raise ValueError(f"--huser {huser!r}: a file:// URI needs an absolute path")
         return LocalStorage(u.path)
     if u.scheme == "hdfs":
