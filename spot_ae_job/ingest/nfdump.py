@@ -101,17 +101,23 @@ def run_nfdump(path: str | os.PathLike, bidirectional: bool = False, nfdump: str
     return out, [ln for ln in stderr if ln.strip()]
 
 
-def parse_csv(out: bytes) -> tuple[pa.Table, int, list[str]]:
-    """(string table of NFDUMP_FIELDS, nfdump's own flow count, malformed lines) from `-o csv` output."""
+def parse_csv(out: bytes, require_summary: bool = True) -> tuple[pa.Table, int | None, list[str]]:
+    """(string table of NFDUMP_FIELDS, nfdump's own flow count, malformed lines) from `-o csv` output.
+
+    A saved CSV file may lack the Summary block (cut, or written by a tool): then the count is None."""
     cut = out.rfind(b"\nSummary\n")
+    counted = None
     if cut < 0:
-        raise NfdumpFileError("nfdump output has no Summary block (truncated output)")
-    summary = out[cut + 1:].decode().splitlines()
-    try:
-        stats = dict(zip(summary[1].split(","), summary[2].split(",")))
-        counted = int(stats["flows"])
-    except (IndexError, KeyError, ValueError):
-        raise NfdumpFileError(f"nfdump Summary block unreadable: {summary[:3]}") from None
+        if require_summary:
+            raise NfdumpFileError("nfdump output has no Summary block (truncated output)")
+        cut = len(out) - 1 if out.endswith(b"\n") else len(out)
+    else:
+        summary = out[cut + 1:].decode(errors="replace").splitlines()
+        try:
+            stats = dict(zip(summary[1].split(","), summary[2].split(",")))
+            counted = int(stats["flows"])
+        except (IndexError, KeyError, ValueError):
+            raise NfdumpFileError(f"nfdump Summary block unreadable: {summary[:3]}") from None
     body = out[: cut + 1]
     if counted == 0:
         body = body.replace(b"\nNo matching flows\n", b"\n")  # what nfdump prints for 0 flows
@@ -216,13 +222,31 @@ def convert(raw: pa.Table, source: str) -> tuple[pa.Table, pa.Table]:
     return flows, rejects
 
 
+def decode_csv(path: str | os.PathLike) -> Decoded:
+    """A saved `nfdump -o csv` file -> flows + rejects, without running nfdump again."""
+    data = Path(path).read_bytes()
+    if not data.startswith(b"ts,"):
+        raise NfdumpFileError(f"{path}: not nfdump -o csv output (first line {data[:40]!r})")
+    raw, counted, malformed = parse_csv(data, require_summary=False)
+    if counted is not None and raw.num_rows + len(malformed) != counted:
+        raise NfdumpFileError(f"{path}: Summary says {counted} flows but the file has {raw.num_rows + len(malformed)} rows (truncated?)")
+    return _finish(Path(path).name, raw, counted if counted is not None else raw.num_rows + len(malformed), malformed, [])
+
+
 def decode_file(path: str | os.PathLike, bidirectional: bool = False, nfdump: str = "nfdump") -> Decoded:
     """One nfcapd file -> flows + rejects. Raises NfdumpFileError if the file itself is bad."""
     source = Path(path).name
     out, warnings = run_nfdump(path, bidirectional, nfdump)
     raw, counted, malformed = parse_csv(out)
-    if raw.num_rows + len(malformed) != counted:
-        raise NfdumpFileError(f"{path}: nfdump counted {counted} flows but printed {raw.num_rows + len(malformed)} rows")
+    printed = raw.num_rows + len(malformed)
+    if bidirectional:  # -B joins two records into one: the Summary counts the records before joining
+        counted = printed
+    elif printed != counted:
+        raise NfdumpFileError(f"{path}: nfdump counted {counted} flows but printed {printed} rows")
+    return _finish(source, raw, counted, malformed, warnings)
+
+
+def _finish(source: str, raw: pa.Table, counted: int, malformed: list[str], warnings: list[str]) -> Decoded:
     flows, rejects = convert(raw, source)
     if malformed:
         extra = pa.table({SOURCE_FILE: [source] * len(malformed), RAW_COLUMN: malformed,

@@ -29,6 +29,7 @@ import multiprocessing
 import os
 import re
 import shutil
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,7 +40,7 @@ import pyarrow.parquet as pq
 
 from spot_ae_job.errors import SpotAEError
 from spot_ae_job.ingest import summary
-from spot_ae_job.ingest.nfdump import Decoded, NfdumpFileError, decode_file
+from spot_ae_job.ingest.nfdump import Decoded, NfdumpFileError, decode_csv, decode_file
 from spot_ae_job.ingest.store import Store, open_store
 from spot_ae_job.schema import flow_table_location
 from spot_ae_job.webhdfs import WebHDFSError
@@ -141,10 +142,45 @@ class StoreConfig:
         return open_store(self.huser, self.webhdfs, self.user, self.attempts)
 
 
-def _work(cfg: StoreConfig, path: str, bidirectional: bool) -> Result:
+def ingest_nfdump_csv(store: Store, path: str | os.PathLike) -> Result:
+    """A saved `nfdump -o csv` file through the same commit path (no nfdump run needed)."""
+    tag = file_tag(path, "nfcsv")
+    if store.exists(ledger_uri(store.huser, tag)):
+        return Result(Path(path).name, tag, "already-ingested")
+    return commit_decoded(store, decode_csv(path), tag, "nfdump-csv", Path(path).name)
+
+
+def ingest_pcap(store: Store, path: str | os.PathLike) -> Result:
+    """pcap -> nfpcapd -> nfcapd files -> the nfcapd path with -B (bidirectional records).
+    Tags derive from the capture's bytes and nfpcapd's deterministic file names."""
+    from spot_ae_job.ingest.replay import pcap_to_nfcapd
+
+    ptag = file_tag(path, "pcap")
+    total = Result(Path(path).name, ptag, "already-ingested")
+    with tempfile.TemporaryDirectory(prefix="spot-ae-nfpcapd-") as tmp:
+        for nf in pcap_to_nfcapd(path, tmp):
+            r = ingest_file(store, nf, bidirectional=True, source_kind="pcap", tag=f"{ptag}-{nf.name.split('.')[-1]}",
+                            source_name=Path(path).name)
+            if r.status == "ingested":
+                total.status = "ingested"
+            total.flows += r.flows
+            total.rejected += r.rejected
+            total.nfdump_flows += r.nfdump_flows
+            total.partitions += r.partitions
+    return total
+
+
+def _work(cfg: StoreConfig, path: str, bidirectional: bool, kind: str = "nfcapd") -> Result:
+    from spot_ae_job.ingest.replay import PcapError
+
     try:
-        return ingest_file(cfg.open(), path, bidirectional=bidirectional)
-    except NfdumpFileError as e:
+        store = cfg.open()
+        if kind == "pcap":
+            return ingest_pcap(store, path)
+        if kind == "nfdump-csv":
+            return ingest_nfdump_csv(store, path)
+        return ingest_file(store, path, bidirectional=bidirectional)
+    except (NfdumpFileError, PcapError) as e:
         return Result(Path(path).name, "", "quarantined", reason=str(e))
 
 
@@ -234,13 +270,13 @@ class Watcher:
 
 
 def ingest_paths(cfg: StoreConfig, paths: list[Path], quarantine_dir: Path, workers: int | None = None,
-                 bidirectional: bool = False, source_kind: str = "nfcapd") -> list[Result]:
-    """Offline: a list of nfcapd files through the same path; bad ones are COPIED to quarantine
+                 bidirectional: bool = False, kind: str = "nfcapd") -> list[Result]:
+    """Offline: nfcapd files (or pcaps, nfdump CSVs: `kind`) through the same path; bad ones are COPIED to quarantine
     (they are the user's files), HDFS failures raise after the bounded retries."""
     results = []
     ctx = multiprocessing.get_context("spawn")
     with cf.ProcessPoolExecutor(workers or max(1, os.cpu_count() or 1), mp_context=ctx) as pool:
-        futures = [pool.submit(_work, cfg, str(p), bidirectional) for p in paths]
+        futures = [pool.submit(_work, cfg, str(p), bidirectional, kind) for p in paths]
         for p, fut in zip(paths, futures):
             res = fut.result()
             if res.status == "quarantined":
