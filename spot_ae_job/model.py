@@ -11,7 +11,9 @@ training facts), `weights.npz` (the four arrays the vectorized scorer needs) and
 """
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import io
 import hashlib
 import json
 import os
@@ -27,6 +29,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from spot_ae_job import __version__, fsutil
+from spot_ae_job.errors import SpotAEError
 from spot_ae_job.features import FEATURE_COLUMNS, FEATURES, N_FEATURES, Scaler, add_features
 from spot_ae_job.schema import SCHEMA_VERSION
 
@@ -135,7 +138,7 @@ def train_autoencoder(
     flows: DataFrame,
     *,
     epochs: int = DEFAULT_EPOCHS,
-    batch_size: int = 64,
+    batch_size: int = 32,
     validation_split: float = 0.2,
     workers: int | None = None,
     max_rows: int = 2_000_000,
@@ -152,7 +155,7 @@ def train_autoencoder(
     feats = add_features(flows).select(*FEATURE_COLUMNS)
     n_all = feats.count()
     if n_all < 10:
-        raise ValueError(f"need at least 10 benign training flows, got {n_all}")
+        raise SpotAEError(f"need at least 10 benign training flows, got {n_all}")
     if n_all > max_rows:
         feats = feats.sample(fraction=max_rows / n_all, seed=seed)
     scaler = Scaler.fit(feats)
@@ -169,7 +172,8 @@ def train_autoencoder(
     history = []
     for epoch in range(1, epochs + 1):
         before = len(sm.training_histories)
-        sm.fit(rdd, epochs=1, batch_size=batch_size, verbose=0, validation_split=validation_split, shuffle=True)
+        with contextlib.redirect_stdout(io.StringIO()):  # Elephas prints two banner lines per call
+            sm.fit(rdd, epochs=1, batch_size=batch_size, verbose=0, validation_split=validation_split, shuffle=True)
         hs = [h for h in sm.training_histories[before:] if h]
         loss = float(np.mean([h["loss"][-1] for h in hs])) if hs else float("nan")
         val = float(np.mean([h["val_loss"][-1] for h in hs if "val_loss" in h])) if hs else float("nan")

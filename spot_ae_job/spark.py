@@ -13,13 +13,17 @@ DEFAULTS = {
     "spark.sql.session.timeZone": "UTC",
     "spark.sql.sources.partitionOverwriteMode": "dynamic",
     "spark.ui.showConsoleProgress": "false",
+    "spark.executorEnv.TF_CPP_MIN_LOG_LEVEL": "3",
+    "spark.executorEnv.CUDA_VISIBLE_DEVICES": "",
 }
 
 
 def session(master: str | None = None, app: str = "spot-ae", extra: dict | None = None) -> SparkSession:
     """Get or create the session. On YARN the master comes from spark-submit, so None keeps it."""
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    # TensorFlow's CUDA probing floods the log on CPU-only hosts; there is no GPU to find.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
     b = SparkSession.builder.appName(app)
     if master:
         b = b.master(master)

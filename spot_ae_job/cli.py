@@ -1,0 +1,284 @@
+"""`spot-ae`: the command line, in Spot's shape. Thin: parse, call a stage, report.
+
+Subcommands of other stages (ingest, oa, evaluate) are dispatched lazily to their modules so
+`spot-ae oa` does not pay for TensorFlow and `spot-ae ingest` does not start a JVM it does not use.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+import time
+from pathlib import Path
+
+from spot_ae_job.errors import SpotAEError
+
+DELEGATED = {"ingest": "spot_ae_job.ingest.cli", "oa": "spot_ae_job.oa.cli", "evaluate": "spot_ae_job.evaluate"}
+
+
+def default_huser() -> str:
+    return os.environ.get("SPOT_AE_HUSER") or "file://" + os.path.abspath("var/spot")
+
+
+def default_data() -> Path:
+    env = os.environ.get("SPOT_AE_DATA")
+    if env:
+        return Path(env)
+    return Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+def _say(msg: str) -> None:
+    print(f"[spot-ae {time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--huser", default=default_huser(), help="Spot's HDFS user root as a URI (file:// or hdfs://); default $SPOT_AE_HUSER or ./var/spot")
+    p.add_argument("--master", default=os.environ.get("SPOT_AE_MASTER", "local[*]"), help="Spark master: local[*] (default) or yarn")
+
+
+def _training(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--epochs", type=int, default=90, help="training epochs (paper: 90)")
+    p.add_argument("--batch-size", type=int, default=32, help="Keras batch size (Keras' default)")
+    p.add_argument("--dupfactor", type=int, default=None, help="copies of each low-risk feedback flow (Spot: 1000)")
+
+
+def _parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="spot-ae", description="Apache Spot's flow pipeline with an autoencoder in place of LDA")
+    sub = ap.add_subparsers(dest="cmd", required=True)
+
+    p = sub.add_parser("load-csv", help="CIC-IDS2018 CSVs -> flow table (labels to the labelled twin)")
+    _common(p)
+    p.add_argument("paths", nargs="+")
+    p.add_argument("--day", help="YYYYMMDD for rows of files that have no Timestamp column")
+
+    p = sub.add_parser("train", help="train the autoencoder on one day's benign flows and save it")
+    _common(p)
+    _training(p)
+    p.add_argument("--day", required=True, help="YYYYMMDD")
+
+    p = sub.add_parser("score", help="score one day with a saved model and write Spot's results")
+    _common(p)
+    p.add_argument("--day", required=True, help="YYYYMMDD")
+    p.add_argument("--model-version", default="latest")
+    p.add_argument("--max-results", type=int, default=None)
+    p.add_argument("--tol", type=float, default=None, help="threshold override")
+
+    p = sub.add_parser("ml-ops", help="Spot's ml_ops: YYYYMMDD flow [MAXRESULTS] [TOL]")
+    _ml_ops_args(p)
+
+    p = sub.add_parser("demo", help="the whole job on the bundled CIC-IDS2018 excerpt, local Spark")
+    _common(p)
+    _training(p)
+    p.add_argument("--data", default=None, help="folder of CIC-IDS2018 CSVs (default: the bundled excerpt)")
+    p.add_argument("--day", default="20180216", help="day of the excerpt to train and score")
+
+    for name in DELEGATED:
+        sub.add_parser(name, help=f"see `spot-ae {name} --help`", add_help=False)
+    return ap
+
+
+def _ml_ops_args(p: argparse.ArgumentParser) -> None:
+    _common(p)
+    _training(p)
+    p.add_argument("day", help="YYYYMMDD")
+    p.add_argument("type", choices=["flow"], help="data type (only flow)")
+    p.add_argument("positional", nargs="*", metavar="MAXRESULTS TOL", help="Spot's documented order: MAXRESULTS then TOL")
+    p.add_argument("--max-results", type=int, default=None, help="write at most this many suspicious flows")
+    p.add_argument("--tol", type=float, default=None, help="threshold override (AE: flows scoring above it)")
+    p.add_argument("--model", choices=["ae", "lda"], default="ae")
+    p.add_argument("--model-version", default=None, help="score with this saved model (or 'latest') instead of training on the day")
+
+
+def _resolve_positional(args) -> None:
+    """Spot's docs say MAXRESULTS then TOL while its script read them the other way round;
+    we follow the docs, refuse anything ambiguous, and say what we understood."""
+    pos = list(args.positional)
+    if len(pos) > 2:
+        raise SpotAEError("ml-ops takes at most two positional values after 'flow': MAXRESULTS TOL")
+    if pos:
+        try:
+            mr = int(pos[0])
+        except ValueError:
+            raise SpotAEError(f"MAXRESULTS must be an integer, got {pos[0]!r} (for a threshold use --tol)") from None
+        if args.max_results is not None and args.max_results != mr:
+            raise SpotAEError("MAXRESULTS given both positionally and as --max-results")
+        args.max_results = mr
+    if len(pos) == 2:
+        try:
+            tol = float(pos[1])
+        except ValueError:
+            raise SpotAEError(f"TOL must be a number, got {pos[1]!r}") from None
+        if args.tol is not None and args.tol != tol:
+            raise SpotAEError("TOL given both positionally and as --tol")
+        args.tol = tol
+
+
+def _spark(args):
+    from spot_ae_job.spark import session
+
+    return session(None if args.master == "yarn-submit" else args.master)
+
+
+def cmd_load_csv(args) -> int:
+    from spot_ae_job.ingest.cicids import read_cicids
+    from spot_ae_job.ingest.flowtable import write_flows
+    from spot_ae_job.fsutil import to_uri
+
+    spark = _spark(args)
+    huser = to_uri(args.huser)
+    for path in args.paths:
+        res = read_cicids(spark, path)
+        n_rej = res.rejects.count()
+        if n_rej:
+            qdir = f"{huser.rstrip('/')}/flow/quarantine/csv"
+            res.rejects.write.mode("append").parquet(qdir)
+            by = {r[0]: r[1] for r in res.rejects.groupBy("reject_reason").count().collect()}
+            _say(f"{path}: {n_rej} rows rejected {by} -> {qdir}")
+        out = write_flows(res.flows, huser, source=os.path.basename(path.rstrip("/")), day=args.day)
+        _say(f"{path}: {out['flows']} flows -> {len(out['partitions'])} partitions of {huser}/flow/hive")
+    return 0
+
+
+def _train_for_day(spark, args, huser: str, day: str):
+    from pyspark.sql import functions as F
+
+    from spot_ae_job import fsutil, mlops
+    from spot_ae_job.model import train_autoencoder
+
+    if fsutil.exists(spark, mlops._day_path(mlops.labelled_location(huser), day)):
+        src = mlops.read_day(spark, huser, day, labelled=True)
+        base = src.where(F.col("is_attack") == F.lit(False)).select(*mlops.FLOW_COLUMNS)
+        _say(f"{day} has ground truth: training on its benign flows only")
+    else:
+        base = mlops.read_day(spark, huser, day)
+        _say(f"{day} has no labels: training on all its flows (Spot's assumption: mostly benign)")
+    base, _ = mlops.validate_rows(base)
+    fb = mlops.feedback_rows(spark, huser, progress=_say)
+    dup = args.dupfactor or mlops.DUPFACTOR
+    if fb is not None:
+        base = base.unionByName(fb.withColumn("_k", F.explode(F.sequence(F.lit(1), F.lit(dup)))).drop("_k"))
+    return train_autoencoder(
+        base, epochs=args.epochs, batch_size=args.batch_size, training_day=day, progress=_say,
+        extra_meta={"feedback_flows": 0 if fb is None else fb.count(), "dupfactor": dup},
+    )
+
+
+def _score_day(spark, model, huser: str, day: str, max_results, tol):
+    from spot_ae_job import fsutil, mlops
+    from spot_ae_job.score import score_flows
+
+    labelled = fsutil.exists(spark, mlops._day_path(mlops.labelled_location(huser), day))
+    flows = mlops.read_day(spark, huser, day, labelled=labelled)
+    good, rejects = mlops.validate_rows(flows)
+    scored = score_flows(model, good)
+    s = mlops.write_results(spark, scored, rejects, model, day, huser, max_results=max_results, tol=tol, progress=_say)
+    if s.recall is not None:
+        _say(f"{day}: ground truth present: {s.attacks} attack flows, recall at the threshold = {s.recall:.3f}")
+    return s
+
+
+def cmd_train(args) -> int:
+    from spot_ae_job.fsutil import to_uri
+    from spot_ae_job.mlops import models_location, parse_day
+
+    parse_day(args.day)
+    spark = _spark(args)
+    huser = to_uri(args.huser)
+    model = _train_for_day(spark, args, huser, args.day)
+    where = model.save(spark, models_location(huser))
+    _say(f"saved model {model.version} -> {where}")
+    return 0
+
+
+def cmd_score(args) -> int:
+    from spot_ae_job.fsutil import to_uri
+    from spot_ae_job.mlops import models_location, parse_day
+    from spot_ae_job.model import AEModel
+
+    parse_day(args.day)
+    spark = _spark(args)
+    huser = to_uri(args.huser)
+    try:
+        model = AEModel.load(spark, models_location(huser), args.model_version)
+    except FileNotFoundError as e:
+        raise SpotAEError(str(e)) from None
+    _score_day(spark, model, huser, args.day, args.max_results, args.tol)
+    return 0
+
+
+def cmd_ml_ops(args) -> int:
+    from spot_ae_job.fsutil import to_uri
+    from spot_ae_job.mlops import models_location, parse_day
+    from spot_ae_job.model import AEModel
+
+    _resolve_positional(args)
+    parse_day(args.day)
+    _say(f"ml_ops {args.day} flow: model={args.model} max_results={args.max_results} tol={args.tol}")
+    spark = _spark(args)
+    huser = to_uri(args.huser)
+    if args.model == "lda":
+        from spot_ae_job import lda
+
+        model = lda.train_for_day(spark, huser, args.day, progress=_say)
+    elif args.model_version:
+        try:
+            model = AEModel.load(spark, models_location(huser), args.model_version)
+        except FileNotFoundError as e:
+            raise SpotAEError(str(e)) from None
+        _say(f"scoring with saved model {model.version}")
+    else:
+        model = _train_for_day(spark, args, huser, args.day)
+        model.save(spark, models_location(huser))
+    _score_day(spark, model, huser, args.day, args.max_results, args.tol)
+    return 0
+
+
+def cmd_demo(args) -> int:
+    data = Path(args.data) if args.data else default_data() / "cicids2018" / "aegmm__toy_dataset.csv"
+    if not data.exists():
+        raise SpotAEError(f"demo data not found at {data} (set SPOT_AE_DATA to the shared data folder, or --data)")
+    _say(f"demo: {data} -> {args.huser}, then ml_ops {args.day} flow")
+    args.paths, day = [str(data)], args.day
+    args.day = None
+    cmd_load_csv(args)
+    args.day, args.positional, args.max_results, args.tol = day, [], None, None
+    args.model, args.model_version, args.type = "ae", None, "flow"
+    cmd_ml_ops(args)
+    _say(f"demo done: open {args.huser}/flow/scored_results/{day}/scores/flow_results.csv")
+    return 0
+
+
+COMMANDS = {"load-csv": cmd_load_csv, "train": cmd_train, "score": cmd_score, "ml-ops": cmd_ml_ops, "demo": cmd_demo}
+
+
+def _run(fn, args) -> int:
+    try:
+        return fn(args)
+    except SpotAEError as e:
+        print(f"spot-ae: error: {e}", file=sys.stderr)
+        return 2
+    except Exception as e:  # a Spark/Hadoop failure: one clear line, the trace only on request
+        if os.environ.get("SPOT_AE_DEBUG"):
+            raise
+        name = type(e).__name__
+        first = (str(e).strip().splitlines() or [""])[0][:500]
+        print(f"spot-ae: error: {name}: {first} (set SPOT_AE_DEBUG=1 for the full trace)", file=sys.stderr)
+        return 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in DELEGATED:
+        mod = importlib.import_module(DELEGATED[argv[0]])
+        return int(mod.main(argv[1:]) or 0)
+    args = _parser().parse_args(argv)
+    return _run(COMMANDS[args.cmd], args)
+
+
+def ml_ops_main(argv: list[str] | None = None) -> int:
+    """`ml_ops YYYYMMDD flow [MAXRESULTS] [TOL]`, the name Spot's users type."""
+    p = argparse.ArgumentParser(prog="ml_ops", description="Spot's ml_ops: score one day of flows")
+    _ml_ops_args(p)
+    args = p.parse_args(sys.argv[1:] if argv is None else argv)
+    return _run(cmd_ml_ops, args)
