@@ -1,0 +1,123 @@
+"""nfdump output -> flow-table rows: every flow nfdump decodes is either a row or a reject."""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import subprocess
+
+import pyarrow as pa
+import pytest
+
+from spot_ae_job.ingest import nfdump as N
+from spot_ae_job.schema import FLOW_COLUMNS
+
+
+def nfdump_rows(path, *extra):
+    """What nfdump itself prints for a file: the reference every expectation comes from."""
+    out = subprocess.run(["nfdump", "-r", str(path), "-o", "csv", *extra], capture_output=True, check=True,
+                         env={**os.environ, "TZ": "UTC"}).stdout.decode()
+    body = out.split("\nSummary\n")[0]
+    return [r for r in csv.DictReader(io.StringIO(body)) if r["ts"] != "No matching flows"]
+
+
+def test_sample_flows_match_nfdump_and_negative_durations_are_quarantined(data_dir):
+    path = data_dir / "nfcapd" / "nfcapd.sample"
+    ref = nfdump_rows(path)
+    ends_before_start = [r for r in ref if r["te"] < r["ts"]]  # judged from ts/te, not from td
+    kept = [r for r in ref if r["te"] >= r["ts"]]
+    dec = N.decode_file(path)
+
+    assert dec.nfdump_flows == len(ref)
+    assert dec.flows.num_rows == len(kept) and dec.rejects.num_rows == len(ends_before_start) > 0
+    assert set(dec.rejects["reject_reason"].to_pylist()) == {"negative duration (flow ends before it starts)"}
+    assert dec.flows.schema == N.ARROW_FLOW_SCHEMA and dec.flows.column_names == FLOW_COLUMNS
+    for col, nf in (("ibyt", "ibyt"), ("ipkt", "ipkt"), ("obyt", "obyt"), ("sport", "sp"), ("dport", "dp")):
+        assert sum(dec.flows[col].to_pylist()) == sum(int(r[nf]) for r in kept), col
+    first = dec.flows.slice(0, 1).to_pylist()[0]
+    assert (first["treceived"], first["sip"], first["dip"], first["proto"], first["flag"]) == \
+        (kept[0]["ts"][:19], kept[0]["sa"], kept[0]["da"], kept[0]["pr"], kept[0]["flg"])
+    assert json.loads(dec.rejects["raw"][0].as_py())["sa"] == ends_before_start[0]["sa"]
+
+
+def test_time_columns_are_utc_parts_of_the_start_time(data_dir):
+    dec = N.decode_file(data_dir / "nfcapd" / "nfcapd-small-lzo")
+    import datetime as dt
+
+    for r in dec.flows.to_pylist():
+        t = dt.datetime.fromtimestamp(r["unix_tstamp"], dt.timezone.utc)
+        assert r["treceived"] == t.strftime("%Y-%m-%d %H:%M:%S")
+        assert (r["tryear"], r["trmonth"], r["trday"], r["trhour"], r["trminute"], r["trsec"]) == \
+            (t.year, t.month, t.day, t.hour, t.minute, t.second)
+
+
+def test_layout_v1_lzo_file_with_warnings_still_gives_every_flow(data_dir):
+    path = data_dir / "nfcapd" / "nfcapd-small-lzo"
+    dec = N.decode_file(path)
+    assert dec.flows.num_rows == len(nfdump_rows(path)) == 10
+    assert any("Skip unknown record type" in w for w in dec.warnings)
+
+
+def test_empty_file_is_fine_and_gives_no_rows(data_dir):
+    dec = N.decode_file(data_dir / "nfcapd" / "nfcapd-empty")
+    assert dec.flows.num_rows == 0 and dec.rejects.num_rows == 0 and dec.nfdump_flows == 0
+
+
+@pytest.mark.parametrize("make_bad, why", [
+    (lambda d, t: (d / "nfcapd" / "nfcapd-corrupt").read_bytes(), "Corrupt data file"),
+    (lambda d, t: (d / "nfcapd" / "nfcapd.sample").read_bytes()[:300_000], "error"),
+    (lambda d, t: (d / "README.md").read_bytes(), "not an nfcapd file"),
+    (lambda d, t: b"", "not an nfcapd file"),
+])
+def test_bad_files_raise_a_clear_error(data_dir, tmp_path, make_bad, why):
+    bad = tmp_path / "nfcapd.202301251835"
+    bad.write_bytes(make_bad(data_dir, tmp_path))
+    with pytest.raises(N.NfdumpFileError, match=why):
+        N.decode_file(bad)
+
+
+def test_bad_rows_get_reasons_and_nothing_is_dropped():
+    rows = {c: [] for c in N.NFDUMP_FIELDS}
+    good = dict(ts="2018-02-16 10:00:00", td="1.5", sa="10.0.0.1", da="10.0.0.2", sp="1234", dp="80", pr="TCP",
+                flg="...AP.S.", fwd="0", stos="0", ipkt="3", ibyt="180", opkt="2", obyt="120", **{"in": "1"},
+                out="2", sas="0", das="0", dtos="0", dir="0", ra="127.0.0.1")
+    variants = [({}, None), ({"ts": "1970-01-01 00:00:07"}, "timestamp before 2000"),
+                ({"ts": "yesterday"}, "unparsable timestamp"), ({"td": "18446744073709540.000"}, "negative duration"),
+                ({"ipkt": "x"}, "unparsable ipkt"), ({"dp": "70000"}, "dp out of range"), ({"sa": ""}, "empty sa")]
+    for change, _ in variants:
+        for c in N.NFDUMP_FIELDS:
+            rows[c].append({**good, **change}[c])
+    flows, rejects = N.convert(pa.table(rows), "unit")
+    assert flows.num_rows == 1 and flows["sip"][0].as_py() == "10.0.0.1" and flows["tdur"][0].as_py() == 1.5
+    reasons = rejects["reject_reason"].to_pylist()
+    assert len(reasons) == len(variants) - 1
+    for (_, expected), got in zip(variants[1:], reasons):
+        assert got.startswith(expected)
+
+
+def test_saved_nfdump_csv_gives_the_same_rows_as_the_binary(data_dir, tmp_path):
+    path = data_dir / "nfcapd" / "nfcapd.sample"
+    saved = tmp_path / "sample.csv"
+    saved.write_bytes(subprocess.run(["nfdump", "-r", str(path), "-o", "csv"], capture_output=True, check=True,
+                                     env={**os.environ, "TZ": "UTC"}).stdout)
+    assert N.decode_csv(saved).flows.equals(N.decode_file(path).flows)
+    cut = tmp_path / "cut.csv"
+    cut.write_bytes(saved.read_bytes()[:-60])  # Summary damaged: refuse rather than guess
+    with pytest.raises(N.NfdumpFileError):
+        N.decode_csv(cut)
+
+
+def test_spark_reader_applies_the_same_rules(spark, data_dir, tmp_path):
+    path = data_dir / "nfcapd" / "nfcapd.sample"
+    saved = tmp_path / "sample.csv"
+    saved.write_bytes(subprocess.run(["nfdump", "-r", str(path), "-o", "csv"], capture_output=True, check=True,
+                                     env={**os.environ, "TZ": "UTC"}).stdout)
+    direct = N.decode_file(path)
+    res = N.read_nfdump_csv(spark, str(saved))
+    assert res.flows.columns == FLOW_COLUMNS
+    assert res.flows.count() == direct.flows.num_rows
+    assert res.rejects.count() == direct.rejects.num_rows
+    got = res.flows.orderBy("unix_tstamp", "sip", "dip", "sport", "dport", "ibyt").toPandas()
+    want = direct.flows.to_pandas().sort_values(["unix_tstamp", "sip", "dip", "sport", "dport", "ibyt"]).reset_index(drop=True)
+    assert got["ibyt"].sum() == want["ibyt"].sum() and list(got["sip"]) == list(want["sip"])
