@@ -180,8 +180,10 @@ const OA = (() => {
         document.getElementById("page-info").textContent = `Page ${d.page} of ${d.pages} · ${fmt.int(d.total)} flows`;
         document.getElementById("prev").disabled = d.page <= 1;
         document.getElementById("next").disabled = d.page >= d.pages;
+        tb.parentElement.dataset.state = p.toString(); // what is shown: tests and bookmarks wait on it
       } catch (e) {
         errBox.textContent = e.message; errBox.hidden = false; tb.replaceChildren();
+        tb.parentElement.dataset.state = "error";
       }
     }
 
