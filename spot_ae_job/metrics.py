@@ -193,8 +193,9 @@ def _curve_metrics(scored: DataFrame, gk: list[str], score_col: str, label_col: 
     cum = cum.withColumn("_ctp", F.sum("_tp").over(w) + F.col("_ot")).withColumn("_cfp", F.sum("_fp").over(w) + F.col("_of"))
     P, N = F.col("_P").cast("double"), F.col("_N").cast("double")
     aggs = [
-        (F.sum(F.col("_fp") * (2 * F.col("_ctp") - F.col("_tp"))) / (2 * P * N)).alias("roc_auc"),
-        F.sum(F.col("_tp") / P * F.col("_ctp") / (F.col("_ctp") + F.col("_cfp"))).alias("pr_auc"),
+        # try_divide: a day without attacks (P = 0) or without benign flows (N = 0) has no curve
+        F.try_divide(F.sum(F.col("_fp") * (2 * F.col("_ctp") - F.col("_tp"))), 2 * P * N).alias("roc_auc"),
+        F.try_divide(F.sum(F.col("_tp") * F.col("_ctp") / (F.col("_ctp") + F.col("_cfp"))), P).alias("pr_auc"),
     ]
     for i, x in enumerate(fprs):
         ok = F.col("_cfp") <= F.lit(float(x)) * N

@@ -78,7 +78,7 @@ def test_spark_equals_numpy_per_group_across_many_sorted_partitions(spark, highe
     Spark cannot merge them): the cross-partition running sums must give numpy's exact figures."""
     rng = np.random.default_rng(3)
     rows = []
-    for g, n, p in (("a", 400, 0.1), ("b", 250, 0.5), ("c", 60, 0.02)):
+    for g, n, p in (("a", 400, 0.1), ("b", 250, 0.5), ("c", 60, 0.02), ("d", 30, 0.0)):  # d: no attacks
         y = rng.random(n) < p
         s = np.round(rng.normal(0, 1, n) + 1.2 * y, 1)  # one decimal: plenty of ties
         rows += [(g, float(a), bool(b)) for a, b in zip(s, y)]
@@ -91,7 +91,7 @@ def test_spark_equals_numpy_per_group_across_many_sorted_partitions(spark, highe
     finally:
         for k, v in old.items():
             spark.conf.set(k, v)
-    assert [g["day"] for g in got] == ["a", "b", "c"]
+    assert [g["day"] for g in got] == ["a", "b", "c", "d"]
     for g in got:
         sel = [r for r in rows if r[0] == g["day"]]
         ref = metrics.reference_metrics([r[2] for r in sel], [r[1] for r in sel], 0.3, higher_is_suspicious=higher)
