@@ -166,12 +166,11 @@ def _train_for_day(spark, args, huser: str, day: str):
 
 def _score_day(spark, model, huser: str, day: str, max_results, tol):
     from spot_ae_job import fsutil, mlops
-    from spot_ae_job.score import score_flows
 
     labelled = fsutil.exists(spark, mlops._day_path(mlops.labelled_location(huser), day))
     flows = mlops.read_day(spark, huser, day, labelled=labelled)
     good, rejects = mlops.validate_rows(flows)
-    scored = score_flows(model, good)
+    scored = model.score(good)
     s = mlops.write_results(spark, scored, rejects, model, day, huser, max_results=max_results, tol=tol, progress=_say)
     if s.recall is not None:
         _say(f"{day}: ground truth present: {s.attacks} attack flows, recall at the threshold = {s.recall:.3f}")
@@ -217,13 +216,19 @@ def cmd_ml_ops(args) -> int:
     _say(f"ml_ops {args.day} flow: model={args.model} max_results={args.max_results} tol={args.tol}")
     spark = _spark(args)
     huser = to_uri(args.huser)
-    if args.model == "lda":
+    if args.model == "lda" and not args.model_version:
         from spot_ae_job import lda
 
         model = lda.train_for_day(spark, huser, args.day, progress=_say)
+        model.save(spark, models_location(huser) + "/lda")
     elif args.model_version:
+        if args.model == "lda":
+            from spot_ae_job.lda import LDAModelBundle as cls
+            where = models_location(huser) + "/lda"
+        else:
+            cls, where = AEModel, models_location(huser)
         try:
-            model = AEModel.load(spark, models_location(huser), args.model_version)
+            model = cls.load(spark, where, args.model_version)
         except FileNotFoundError as e:
             raise SpotAEError(str(e)) from None
         _say(f"scoring with saved model {model.version}")

@@ -61,6 +61,12 @@ class AEModel:
     def version(self) -> str:
         return self.meta["version"]
 
+    def score(self, flows: DataFrame) -> DataFrame:
+        """Flow rows -> the same rows + `score`; the interface ml-ops shares with the LDA."""
+        from spot_ae_job.score import score_flows
+
+        return score_flows(self, flows)
+
     def errors(self, raw_features: np.ndarray) -> np.ndarray:
         """Unscaled feature rows (n x 18) -> reconstruction errors."""
         return forward(self.weights, self.scaler.transform(raw_features))

@@ -1,0 +1,143 @@
+"""Scoring and training throughput of the ML job, printed (no assertions).
+
+Builds a Parquet day of N flows by repeating the real rows of the CIC-IDS2018 excerpts, trains
+a model with Elephas on local[2] (training flows/s), then scores the SAME rows four ways in one
+run: the job's Spark scorer from Parquet (Arrow batches + numpy), plain in-process numpy on the
+prepared feature matrix, Keras `predict`, and Elephas' `predict` (the last two on a slice, as
+they are orders of magnitude slower; their rate is per row). Prints rates and ratios, and
+peak memory (RSS of this process and its children, i.e. the JVM and Python workers).
+
+    .venv/bin/python benchmarks/bench_score.py --rows 3000000
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import psutil
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from pyspark.sql import functions as F  # noqa: E402
+
+from spot_ae_job.cli import default_data  # noqa: E402
+from spot_ae_job.features import FEATURE_COLUMNS, add_features  # noqa: E402
+from spot_ae_job.ingest.cicids import read_cicids  # noqa: E402
+from spot_ae_job.model import forward, train_autoencoder  # noqa: E402
+from spot_ae_job.schema import FLOW_COLUMNS  # noqa: E402
+from spot_ae_job.score import score_flows  # noqa: E402
+from spot_ae_job.spark import session  # noqa: E402
+
+
+class PeakRSS:
+    """Samples RSS of this process tree every 100 ms."""
+
+    def __init__(self):
+        self.peak = 0
+        self._stop = threading.Event()
+        threading.Thread(target=self._run, daemon=True).start()
+
+    def _run(self):
+        me = psutil.Process()
+        while not self._stop.is_set():
+            try:
+                rss = me.memory_info().rss + sum(c.memory_info().rss for c in me.children(recursive=True))
+                self.peak = max(self.peak, rss)
+            except psutil.Error:
+                pass
+            time.sleep(0.1)
+
+    def stop(self):
+        self._stop.set()
+        return self.peak
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--rows", type=int, default=3_000_000)
+    ap.add_argument("--train-rows", type=int, default=50_000)
+    ap.add_argument("--epochs", type=int, default=3)
+    ap.add_argument("--slow-rows", type=int, default=20_000, help="rows for Keras/Elephas predict")
+    ap.add_argument("--master", default="local[2]")
+    a = ap.parse_args()
+    mem = PeakRSS()
+    spark = session(a.master, app="bench-score")
+    data = default_data() / "cicids2018"
+    base = read_cicids(spark, [str(data / "aegmm__toy_dataset.csv"), str(data / "ishtiaq__DDOS_attack-LOIC-UDP.csv")]).flows
+    base = base.select(*FLOW_COLUMNS).cache()
+    n_base = base.count()
+    reps = -(-a.rows // n_base)
+    # Repeat the real rows, nudging byte counts so rows are not byte-identical copies.
+    big = base.crossJoin(spark.range(reps).withColumnRenamed("id", "rep")).withColumn(
+        "ibyt", F.col("ibyt") + F.col("rep") % 7
+    ).drop("rep").limit(a.rows)
+    tmp = tempfile.mkdtemp(prefix="bench-score-")
+    pq = f"file://{tmp}/flows"
+    big.repartition(4).write.parquet(pq)
+    flows = spark.read.parquet(pq)
+    n = flows.count()
+    print(f"rows: {n:,} (real excerpt rows repeated {reps}x) in Parquet at {pq}")
+
+    t = time.perf_counter()
+    model = train_autoencoder(flows.limit(a.train_rows), epochs=a.epochs, progress=lambda m: None)
+    dt = time.perf_counter() - t
+    print(f"training (Elephas, {a.master}): {a.train_rows:,} rows x {a.epochs} epochs in {dt:.1f} s "
+          f"= {a.train_rows * a.epochs / dt:,.0f} flow-epochs/s (includes threshold scoring)")
+
+    # Spark: Parquet -> features (JVM) -> Arrow batches -> numpy forward pass; forced by the noop sink.
+    score_flows(model, flows.limit(10_000)).write.format("noop").mode("overwrite").save()  # warm-up
+    best = 0.0
+    for _ in range(3):
+        t = time.perf_counter()
+        score_flows(model, spark.read.parquet(pq)).write.format("noop").mode("overwrite").save()
+        best = max(best, n / (time.perf_counter() - t))
+    spark_rate = best
+    print(f"spark scorer (Parquet -> score, {a.master}): {spark_rate:,.0f} flows/s (best of 3)")
+
+    # The same rows as a scaled feature matrix in this process: the arithmetic alone.
+    feats = add_features(flows).select(*FEATURE_COLUMNS).toPandas().to_numpy(dtype=np.float32)
+    x = model.scaler.transform(feats)
+    w = [np.asarray(v, dtype=np.float32) for v in model.weights]
+    best = 0.0
+    for _ in range(3):
+        t = time.perf_counter()
+        for i in range(0, len(x), 65536):
+            forward(w, x[i : i + 65536])
+        best = max(best, len(x) / (time.perf_counter() - t))
+    numpy_rate = best
+    print(f"plain numpy in-process (feature matrix -> score, 1 process): {numpy_rate:,.0f} flows/s")
+
+    xs = x[: a.slow_rows]
+    net = model.keras()
+    net.predict(xs[:1000], verbose=0)
+    t = time.perf_counter()
+    net.predict(xs, batch_size=32, verbose=0)
+    keras_rate = len(xs) / (time.perf_counter() - t)
+    print(f"keras predict (batch 32, in-process): {keras_rate:,.0f} flows/s on {len(xs):,} rows")
+
+    from elephas.spark_model import SparkModel
+
+    sm = SparkModel(net)
+    rdd = spark.sparkContext.parallelize(list(xs), 2)
+    t = time.perf_counter()
+    preds = sm.predict(rdd)
+    elephas_rate = len(preds) / (time.perf_counter() - t)
+    print(f"elephas predict ({a.master}): {elephas_rate:,.0f} flows/s on {len(xs):,} rows")
+
+    print()
+    print(f"ratio spark scorer / elephas predict : {spark_rate / elephas_rate:,.1f}x  (target >= 300x)")
+    print(f"ratio spark scorer / keras predict   : {spark_rate / keras_rate:,.1f}x")
+    print(f"ratio spark scorer / numpy in-process: {spark_rate / numpy_rate:.2f}   (target >= 0.50)")
+    print(f"spark scorer absolute                : {spark_rate / 1e6:.2f} M flows/s (target >= 3 M on 2 cores)")
+    print(f"peak RSS (driver + JVM + workers)    : {mem.stop() / 2**20:,.0f} MiB; cores: {os.cpu_count()}")
+    spark.stop()
+
+
+if __name__ == "__main__":
+    main()
