@@ -213,7 +213,7 @@ const OA = (() => {
         api(`/days/${day}/connections?sip=${encodeURIComponent(sip)}&dip=${encodeURIComponent(dip)}`), verdicts(day)]);
       const sus = d.flows.filter((f) => f.suspicious).length;
       const bytes = d.flows.reduce((a, f) => a + (f.ibyt || 0) + (f.obyt || 0), 0);
-      summary.textContent = `${fmt.int(d.count)} flows between these hosts on ${day} (both directions), ${fmt.int(sus)} above the threshold, ${fmt.int(bytes)} bytes in all.`;
+      summary.textContent = `${fmt.int(d.count)} flow${d.count === 1 ? "" : "s"} between these hosts on ${day} (both directions), ${fmt.int(sus)} above the threshold, ${fmt.int(bytes)} bytes in all.`;
       for (const f of d.flows) {
         tb.append(el("tr", { class: f.suspicious ? "sus" : "", "data-rank": f.rank ?? "" },
           el("td", { text: f.treceived }),
@@ -232,33 +232,38 @@ const OA = (() => {
 
   // -- network view ------------------------------------------------------------------------
   function layout(nodes, edges, W, H) {
-    // A small force layout: repulsion between all nodes, springs on edges, pull to the centre.
-    const n = nodes.length;
+    // Fruchterman-Reingold with gravity: repulsion between all nodes, springs on edges, a pull to
+    // the centre so that separate pairs stay on screen; the step size cools over 300 rounds.
+    const n = nodes.length, M = 30, R = 130;
     nodes.forEach((d, i) => {
-      const a = (2 * Math.PI * i) / Math.max(1, n);
-      d.x = W / 2 + (W / 3) * Math.cos(a); d.y = H / 2 + (H / 3) * Math.sin(a); d.vx = 0; d.vy = 0;
+      const a = (2 * Math.PI * i) / Math.max(1, n), r = Math.min(W, H) / 3;
+      d.x = W / 2 + r * Math.cos(a); d.y = H / 2 + r * Math.sin(a);
     });
-    const k = Math.sqrt((W * H) / Math.max(1, n)) * 0.6;
-    for (let it = 0; it < 300; it++) {
-      const cool = 1 - it / 300;
+    const k = Math.sqrt(((W - M - R) * (H - 2 * M)) / Math.max(1, n)) * 0.75;
+    let t = W / 10;
+    const rounds = Math.round(Math.max(50, Math.min(300, 3e7 / (n * n + 1)))); // bounded work for big graphs
+    for (let it = 0; it < rounds; it++) {
+      for (const d of nodes) { d.dx = 0; d.dy = 0; }
       for (let i = 0; i < n; i++) for (let j = i + 1; j < n; j++) {
         const a = nodes[i], b = nodes[j];
-        let dx = a.x - b.x, dy = a.y - b.y, d2 = dx * dx + dy * dy + 0.01;
-        const f = (k * k) / d2;
-        a.vx += dx * f * 0.05; a.vy += dy * f * 0.05; b.vx -= dx * f * 0.05; b.vy -= dy * f * 0.05;
+        let dx = a.x - b.x, dy = a.y - b.y, d = Math.sqrt(dx * dx + dy * dy);
+        if (d < 0.01) { dx = Math.random() - 0.5; dy = Math.random() - 0.5; d = 0.5; }
+        const f = (k * k) / d;
+        a.dx += (dx / d) * f; a.dy += (dy / d) * f; b.dx -= (dx / d) * f; b.dy -= (dy / d) * f;
       }
       for (const e of edges) {
-        const a = e.s, b = e.t, dx = b.x - a.x, dy = b.y - a.y, d = Math.sqrt(dx * dx + dy * dy) + 0.01;
-        const f = (d - k) / d * 0.05;
-        a.vx += dx * f; a.vy += dy * f; b.vx -= dx * f; b.vy -= dy * f;
+        const a = e.s, b = e.t, dx = a.x - b.x, dy = a.y - b.y, d = Math.sqrt(dx * dx + dy * dy) + 0.01;
+        const f = (d * d) / k;
+        a.dx -= (dx / d) * f; a.dy -= (dy / d) * f; b.dx += (dx / d) * f; b.dy += (dy / d) * f;
       }
       for (const d of nodes) {
-        d.vx += (W / 2 - d.x) * 0.005; d.vy += (H / 2 - d.y) * 0.005;
-        const sp = Math.sqrt(d.vx * d.vx + d.vy * d.vy), lim = 20 * cool + 1;
-        if (sp > lim) { d.vx *= lim / sp; d.vy *= lim / sp; }
-        d.x = Math.min(W - 20, Math.max(20, d.x + d.vx)); d.y = Math.min(H - 20, Math.max(20, d.y + d.vy));
-        d.vx *= 0.6; d.vy *= 0.6;
+        const gx = W / 2 - d.x, gy = H / 2 - d.y;
+        d.dx += gx * 0.6 * k / 10; d.dy += gy * 0.6 * k / 10;
+        const len = Math.sqrt(d.dx * d.dx + d.dy * d.dy) + 0.01, step = Math.min(len, t);
+        d.x = Math.min(W - R, Math.max(M, d.x + (d.dx / len) * step));
+        d.y = Math.min(H - M, Math.max(M, d.y + (d.dy / len) * step));
       }
+      t = Math.max(1, t * Math.pow(0.01, 1 / rounds));
     }
   }
 
@@ -353,20 +358,24 @@ const OA = (() => {
     const xmin = Math.min(fx(bars[0].x0), opts.thr !== undefined ? fx(opts.thr) : Infinity);
     const xmax = Math.max(fx(bars[bars.length - 1].x1), opts.thr !== undefined ? fx(opts.thr) : -Infinity);
     const ymax = Math.max(1, ...bars.map((b) => b.y));
+    const fy = opts.ylog ? (v) => Math.log10(1 + v) : (v) => v;
     const X = (v) => L + ((fx(v) - xmin) / (xmax - xmin || 1)) * (W - L - R);
-    const Y = (v) => H - B - (v / ymax) * (H - T - B);
+    const Y = (v) => H - B - (fy(v) / fy(ymax)) * (H - T - B);
     const g = svg("g");
     for (const b of bars) {
-      const x = X(b.x0), w = Math.max(1, X(b.x1) - X(b.x0) - 1);
+      const slot = Math.max(1, X(b.x1) - X(b.x0) - 1), w = Math.min(slot, opts.maxBar || Infinity);
+      const x = X(b.x0) + (slot - w) / 2;
       const rect = svg("rect", { class: "bar" + (b.over ? " over" : ""), x, y: Y(b.y), width: w, height: H - B - Y(b.y) });
       rect.append(svg("title", { text: b.label }));
       g.append(rect);
     }
     const ax = svg("g", { class: "axis" });
     ax.append(svg("line", { x1: L, y1: H - B, x2: W - R, y2: H - B }), svg("line", { x1: L, y1: T, x2: L, y2: H - B }));
-    for (let i = 0; i <= 4; i++) {
-      const v = (ymax * i) / 4;
-      ax.append(svg("text", { x: L - 6, y: Y(v) + 4, "text-anchor": "end", text: fmt.int(Math.round(v)) }));
+    const yticks = [];
+    if (opts.ylog) for (let v = 1; v <= ymax; v *= 10) yticks.push(v);
+    else for (let i = 0; i <= 4; i++) yticks.push(Math.round((ymax * i) / 4));
+    for (const v of [0, ...yticks.filter((v) => v > 0)]) {
+      ax.append(svg("text", { x: L - 6, y: Y(v) + 4, "text-anchor": "end", text: fmt.int(v) }));
     }
     const ticks = opts.ticks || [];
     for (const t of ticks) ax.append(svg("text", { x: X(t.v), y: H - B + 16, "text-anchor": "middle", text: t.label }));
@@ -406,8 +415,12 @@ const OA = (() => {
       for (let i = 0; i < e.length; i += Math.ceil(e.length / 8)) ticks.push({ v: e[i], label: fmt.score(e[i]).replace(/0+$/, "") });
       note.textContent = `${fmt.int(h.counts.reduce((a, b) => a + b, 0))} flows in ${h.counts.length} bins` +
         (xlog ? " (score axis logarithmic)" : "") + "; bars past the dashed threshold line are flagged.";
-      barChart(document.getElementById("histogram"), bars, { xlog, thr: m.threshold, thrLabel: `threshold ${fmt.score(m.threshold)}`,
-        xLabel: "score (reconstruction error)", yLabel: "flows", ticks });
+      const logy = document.getElementById("hist-logy");
+      const draw = () => barChart(document.getElementById("histogram"), bars, { xlog, ylog: logy.checked, thr: m.threshold,
+        thrLabel: `threshold ${fmt.score(m.threshold)}`, xLabel: m.model === "lda" ? "score (word probability)" : "score (reconstruction error)",
+        yLabel: logy.checked ? "flows (log scale)" : "flows", ticks });
+      logy.addEventListener("change", draw);
+      draw();
     } catch (e) { document.getElementById("hist-note").textContent = e.message; }
   }
 
@@ -421,7 +434,7 @@ const OA = (() => {
       const bars = d.hours.map((h, i) => ({ x0: i, x1: i + 1, y: h.flows, label: `${h.hour}:00 — ${fmt.int(h.flows)} flows` }));
       const step = Math.ceil(d.hours.length / 10) || 1, ticks = [];
       for (let i = 0; i < d.hours.length; i += step) ticks.push({ v: i + 0.5, label: d.hours[i].hour.replace("T", " ") + "h" });
-      barChart(document.getElementById("ingest-chart"), bars, { xLabel: "hour (UTC)", yLabel: "flows", ticks });
+      barChart(document.getElementById("ingest-chart"), bars, { xLabel: "hour (UTC)", yLabel: "flows", ticks, maxBar: 60 });
     } catch (e) { note.textContent = e.message; note.className = "error"; }
   }
 
