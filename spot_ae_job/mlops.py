@@ -204,7 +204,7 @@ def write_results(
     fsutil.write_text(spark, f"{out}/run.json", json.dumps(run, indent=2))
     flagged.unpersist()
     progress(
-        f"{day}: scored {summary.flows_scored} flows, {summary.suspicious} above threshold {threshold:.6g}, "
+        f"{day}: scored {summary.flows_scored} flows, {summary.suspicious} {'above' if higher else 'below'} threshold {threshold:.6g}, "
         f"{n_rej} rejected -> {out}/scores/flow_results.csv"
     )
     return summary
