@@ -17,6 +17,9 @@ root=$PWD
 project=${SPOT_AE_PROJECT:-spot-ae}
 compose_bin=${SPOT_AE_COMPOSE:-$root/.venv/bin/docker-compose}
 huser=hdfs://namenode:8020/user/spot
+# compose resolves relative paths from compose/: hand it an absolute one.
+oa_cfg=${SPOT_AE_OA_CONFIG:-var/oa.toml}; [[ $oa_cfg == /* ]] || oa_cfg=$root/$oa_cfg
+export SPOT_AE_OA_CONFIG=$oa_cfg
 say() { echo "[cluster $(date +%H:%M:%S)] $*" >&2; }
 die() { say "error: $*"; exit 1; }
 
@@ -43,14 +46,19 @@ url() {  # url SERVICE PORT PATH -> http://127.0.0.1:HOSTPORT/PATH, or nothing w
 }
 
 oa_config() {
-  # The OA refuses to start without users and ships no default password: make one admin with a
-  # random password, once, and print it. Replace var/oa.toml with your own users any time.
-  local f=${SPOT_AE_OA_CONFIG:-var/oa.toml}
+  # The OA refuses to start without users and ships no default password: make one analyst with
+  # a random password, once, and print it. Edit var/oa.toml (docs/oa.md) for your own users.
+  local f=$SPOT_AE_OA_CONFIG
   [[ -f $f ]] && return 0
   mkdir -p "$(dirname "$f")"
-  local pw; pw=$(python3 -c 'import secrets; print(secrets.token_urlsafe(12))')
-  .venv/bin/spot-ae oa hash-password --user admin --password "$pw" --write "$f" >/dev/null \
-    || die "could not create $f with \`spot-ae oa hash-password\`"
+  local pw hash key
+  pw=$(python3 -c 'import secrets; print(secrets.token_urlsafe(12))')
+  key=$(python3 -c 'import secrets; print(secrets.token_urlsafe(32))')
+  hash=$(printf '%s\n' "$pw" | .venv/bin/spot-ae oa hash-password --password-stdin) \
+    || die "could not hash the OA password with \`spot-ae oa hash-password\`"
+  (umask 077; printf 'mode = "production"\nsecret_key = "%s"\n\n[users.admin]\npassword_hash = "%s"\nrole = "analyst"\n' \
+    "$key" "$hash" > "$f")
+  chown 1000:1000 "$f" 2>/dev/null || chmod 644 "$f"   # readable by the container's spot user only
   say "OA login: admin / $pw (stored hashed in $f; printed only this once)"
 }
 
@@ -110,9 +118,19 @@ cmd_ml_run() {
 cmd_load_csv() {
   (($#)) || die "usage: cluster.sh load-csv FILE... (paths relative to the data dir, mounted at /input)"
   preflight
-  local a=() p
-  for p in "$@"; do [[ $p == /* ]] && a+=("$p") || a+=("/input/$p"); done
-  client spot-ae load-csv --huser "$huser" --master yarn "${a[@]}"
+  # Executors run on the NodeManagers, which cannot see the client's /input: the CSVs go to
+  # HDFS first (as Spot's ingest puts raw files there), and the job reads them from hdfs://.
+  local stage=/tmp/spot-ae-load-$$ a=() p
+  client hdfs dfs -mkdir -p "$stage"
+  for p in "$@"; do
+    [[ $p == /* ]] || p=/input/$p
+    client hdfs dfs -put -f "$p" "$stage/" || die "could not upload $p"
+    a+=("hdfs://namenode:8020$stage/$(basename "$p")")
+  done
+  local rc=0
+  client spot-ae load-csv --huser "$huser" --master yarn "${a[@]}" || rc=$?
+  client hdfs dfs -rm -r -skipTrash "$stage" >/dev/null || true
+  return $rc
 }
 
 verb=${1:-}; (($#)) && shift
