@@ -1,0 +1,139 @@
+"""`spot-ae evaluate`: every day present gets a row for both models, the figures are the metrics
+of the scores it wrote, and bad input ends in one clear line and a non-zero exit."""
+from __future__ import annotations
+
+import csv
+import json
+import math
+
+import numpy as np
+import pytest
+from pyspark.sql import functions as F
+
+from spot_ae_job import evaluate, metrics
+from spot_ae_job.ingest.cicids import read_cicids
+
+
+@pytest.fixture(scope="module")
+def inputs(data_dir):
+    # timestamps and IPs (10 days) + a file with neither (a "day" of its own, no LDA documents)
+    d = data_dir / "cicids2018"
+    return [str(d / "aegmm__toy_dataset.csv"), str(d / "ishtiaq__SQL_Injection.csv")]
+
+
+@pytest.fixture(scope="module")
+def run(spark, inputs, tmp_path_factory):
+    out = tmp_path_factory.mktemp("evaluation")
+    argv = [a for p in inputs for a in ("--data", p)]
+    argv += ["--epochs", "1", "--topics", "5", "--lda-iter", "5", "--out", str(out), "--master", "local[2]",
+             "--shuffle-partitions", "2"]  # keep the shared test session as conftest made it
+    assert evaluate.main(argv) == 0
+    with (out / "evaluation.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    return out, rows, json.loads((out / "evaluation.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def expected_days(spark, inputs):
+    """Days and their counts as the project's reader sees the same files."""
+    flows = evaluate.with_day(read_cicids(spark, inputs).flows)
+    return {r[evaluate.DAY]: (r["n"], r["a"]) for r in flows.groupBy(evaluate.DAY).agg(
+        F.count("*").alias("n"), F.sum(F.col("is_attack").cast("int")).alias("a")).collect()}
+
+
+def test_every_day_present_has_a_row_for_both_models(run, expected_days):
+    _, rows, _ = run
+    assert "file:ishtiaq__SQL_Injection.csv" in expected_days and len(expected_days) == 11
+    got = {(r["day"], r["model"]): r for r in rows}
+    assert set(got) == {(d, m) for d in expected_days for m in ("ae", "lda")}
+    for (d, _), r in got.items():
+        assert (int(r["flows"]), int(r["attacks"])) == expected_days[d]
+
+
+def test_one_training_day_and_the_rest_are_test_days(run):
+    _, rows, summary = run
+    train = {r["day"] for r in rows if r["role"] == "train"}
+    assert train == {summary["train_day"]}
+    # the default picks the day with the most benign flows that carry IPs
+    days = summary["days"]
+    assert summary["train_day"] == max(days, key=lambda d: (days[d]["benign_with_ips"], days[d]["benign"]))
+
+
+def test_lda_is_reported_not_applicable_where_flows_have_no_ips(run):
+    _, rows, _ = run
+    (lda,) = [r for r in rows if r["day"] == "file:ishtiaq__SQL_Injection.csv" and r["model"] == "lda"]
+    (ae,) = [r for r in rows if r["day"] == "file:ishtiaq__SQL_Injection.csv" and r["model"] == "ae"]
+    assert "not applicable" in lda["note"] and lda["f1"] == "" and lda["roc_auc"] == ""
+    assert int(lda["unscored"]) == int(lda["flows"])
+    assert ae["f1"] != "" and int(ae["scored"]) == int(ae["flows"])
+
+
+def test_figures_are_the_metrics_of_the_scores_written(spark, run):
+    """Recompute one day per model with the numpy reference from the Parquet scores."""
+    out, rows, summary = run
+    scores = spark.read.parquet(str(out / "scores"))
+    for model, higher in (("ae", True), ("lda", False)):
+        (r,) = [r for r in rows if r["day"] == "2018-02-16" and r["model"] == model]
+        pts = scores.where((F.col("model") == model) & (F.col(evaluate.DAY) == "2018-02-16")).collect()
+        y = np.array([p["is_attack"] for p in pts])
+        s = np.array([p["score"] for p in pts], dtype=float)
+        ref = metrics.reference_metrics(y, s, summary["thresholds"][model], higher_is_suspicious=higher)
+        for k in ("tp", "fp", "tn", "fn"):
+            assert int(r[k]) == ref[k], (model, k)
+        for k in ("accuracy", "precision", "recall", "f1", "roc_auc", "pr_auc", "recall_at_fpr_0.01"):
+            assert float(r[k]) == pytest.approx(ref[k], abs=1e-9), (model, k)
+        assert float(r["threshold"]) == summary["thresholds"][model]
+
+
+def test_paper_reference_numbers_sit_beside_the_matching_days(run):
+    _, rows, _ = run
+    (r,) = [r for r in rows if r["day"] == "2018-02-20" and r["model"] == "ae"]
+    assert float(r["paper_f1"]) == evaluate.PAPER_TABLE_I["02-20"]["ae"][3]
+    (r,) = [r for r in rows if r["day"] == "2018-02-22" and r["model"] == "ae"]
+    assert r["paper_f1"] == ""
+
+
+def test_table_and_chart_are_written(run, expected_days):
+    out, _, _ = run
+    md = (out / "table_1.md").read_text()
+    for d in expected_days:
+        assert f"| {d}" in md
+    assert "AE F1" in md and "LDA F1" in md and "| 2018-02-14 | paper |" in md
+    png = (out / "fig_1_f1.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
+
+
+def test_day_spellings_resolve_to_the_days_present():
+    days = ["2018-02-14", "2018-02-28", "file:ishtiaq__SQL_Injection.csv"]
+    assert evaluate.resolve_day("20180228", days) == "2018-02-28"
+    assert evaluate.resolve_day("28/02", days) == "2018-02-28"
+    assert evaluate.resolve_day("14/02/2018", days) == "2018-02-14"
+    assert evaluate.resolve_day("ishtiaq__SQL_Injection.csv", days) == "file:ishtiaq__SQL_Injection.csv"
+    with pytest.raises(evaluate.SpotAEError, match="not in the data"):
+        evaluate.resolve_day("2018-03-09", days)
+
+
+def test_attempted_rows_can_count_as_benign_or_be_left_out(spark):
+    df = spark.createDataFrame([(True, 3), (True, -1), (False, -1), (True, None)],
+                               "is_attack boolean, attempted_category int")
+    as_benign = [r["is_attack"] for r in evaluate.apply_attempted(df, "benign").collect()]
+    assert as_benign == [False, True, False, True]
+    assert evaluate.apply_attempted(df, "exclude").count() == 3
+    assert evaluate.apply_attempted(df, "attack").count() == 4
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--model", "svm"], "--model takes"),
+    (["--data", "/nonexistent/cicids"], "no such file or directory"),
+    (["--epochs", "0"], "--epochs must be at least 1"),
+])
+def test_bad_input_is_one_clear_line_and_exit_2(argv, message, capsys, tmp_path):
+    assert evaluate.main(argv + ["--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+
+
+def test_an_unknown_training_day_is_refused(spark, inputs, capsys, tmp_path):
+    assert evaluate.main(["--data", inputs[1], "--train-day", "1999-01-01", "--out", str(tmp_path), "--master", "local[2]",
+                          "--shuffle-partitions", "2"]) == 2
+    assert "not in the data" in capsys.readouterr().err
