@@ -7,7 +7,7 @@ then measures through the real app (Flask test client, logged in):
   - sorted / filtered / deep-page requests on the cached day (median of R repeats);
   - memory of the cached day (pandas deep size).
 
-    .venv/bin/python benchmarks/oa_suspicious.py [--rows 100000] [--repeats 20]
+    .venv/bin/python benchmarks/oa_suspicious.py [--rows 100000] [--all-flows 1000000] [--repeats 20]
 """
 from __future__ import annotations
 
@@ -20,20 +20,25 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 from werkzeug.security import generate_password_hash
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from spot_ae_job.oa.app import create_app  # noqa: E402
 from spot_ae_job.oa.config import OAConfig, User  # noqa: E402
-from spot_ae_job.schema import RESULT_COLUMNS  # noqa: E402
+from spot_ae_job.oa.results import FLOW_ARROW_TYPES  # noqa: E402
+from spot_ae_job.schema import FLOW_COLUMNS, RESULT_COLUMNS  # noqa: E402
 
 DAY = "20180216"
 
 
-def build(root: Path, n: int) -> None:
+def build(root: Path, n: int, n_all: int) -> None:
+    """flow_results.csv with the n most suspicious of n_all flows; all_scores/ Parquet with all of them."""
     rng = np.random.default_rng(7)
     out = root / "flow" / "scored_results" / DAY / "scores"
     out.mkdir(parents=True)
+    n, n_sus = n_all, n
     secs = np.sort(rng.integers(0, 86400, n))
     ts = pd.to_datetime("2018-02-16") + pd.to_timedelta(secs, unit="s")
     hosts = np.array([f"172.31.{a}.{b}" for a in range(64, 70) for b in range(1, 255)])
@@ -43,9 +48,23 @@ def build(root: Path, n: int) -> None:
         "sip": rng.choice(hosts, n), "dip": rng.choice(hosts, n), "sport": rng.integers(1024, 65535, n),
         "dport": rng.choice([22, 80, 443, 21, 3389, 8080], n), "proto": rng.choice(["TCP", "UDP"], n, p=[0.8, 0.2]),
         "ipkt": rng.integers(1, 500, n), "ibyt": rng.integers(40, 10**6, n), "opkt": rng.integers(0, 500, n),
-        "obyt": rng.integers(0, 10**6, n), "score": np.sort(rng.random(n))[::-1] + 1.0,
+        "obyt": rng.integers(0, 10**6, n), "score": rng.random(n) + 1.0,
     })
-    df[RESULT_COLUMNS].to_csv(out / "flow_results.csv", index=False)
+    df = df.sort_values("score", ascending=False, ignore_index=True)
+    df[RESULT_COLUMNS].head(n_sus).to_csv(out / "flow_results.csv", index=False)
+    for c in FLOW_COLUMNS:
+        if c not in df:
+            df[c] = "" if FLOW_ARROW_TYPES[c] == pa.string() else 0
+    df["unix_tstamp"] = secs[:n] + 1518739200
+    df["suspicious"] = np.arange(n) < n_sus
+    df["rank"] = pd.Series(np.arange(1, n + 1), dtype="Int32").where(df["suspicious"])
+    fields = [pa.field(c, FLOW_ARROW_TYPES[c]) for c in FLOW_COLUMNS] + [
+        pa.field("score", pa.float64()), pa.field("suspicious", pa.bool_()), pa.field("rank", pa.int32())]
+    t = pa.Table.from_pandas(df.sample(frac=1, random_state=1)[FLOW_COLUMNS + ["score", "suspicious", "rank"]],
+                             schema=pa.schema(fields), preserve_index=False)
+    (out.parent / "all_scores").mkdir()
+    for i in range(4):  # Spark writes several part files
+        pq.write_table(t.slice(i * n // 4, n // 4 + 1), out.parent / "all_scores" / f"part-{i:05d}.snappy.parquet")
 
 
 def timed(client, url: str) -> float:
@@ -59,11 +78,12 @@ def timed(client, url: str) -> float:
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--rows", type=int, default=100_000)
+    ap.add_argument("--all-flows", type=int, default=1_000_000, help="flows in all_scores/ (the whole day)")
     ap.add_argument("--repeats", type=int, default=20)
     a = ap.parse_args()
     with tempfile.TemporaryDirectory() as d:
         root = Path(d) / "user" / "spot"
-        build(root, a.rows)
+        build(root, a.rows, max(a.rows, a.all_flows))
         size_mb = (root / "flow" / "scored_results" / DAY / "scores" / "flow_results.csv").stat().st_size / 2**20
         cfg = OAConfig(huser=f"file://{root}", secret_key="b" * 32)
         cfg.users = {"bench": User("bench", generate_password_hash("benchmark-pass", "pbkdf2:sha256:1000"))}
@@ -75,6 +95,7 @@ def main() -> int:
         cached = statistics.median(timed(c, base + "?size=50") for _ in range(a.repeats))
         table = app.extensions["spot_oa"]["results"].table(DAY)
         one_ip = table["sip"].iloc[0]
+        pair = f"/api/v1/days/{DAY}/connections?sip={table['sip'].iloc[0]}&dip={table['dip'].iloc[0]}"
         cases = {
             "sorted by score asc": base + "?sort=score&order=asc&size=50",
             "sorted by ibyt desc": base + "?sort=ibyt&order=desc&size=50",
@@ -89,6 +110,9 @@ def main() -> int:
         for name, url in cases.items():
             ms = statistics.median(timed(c, url) for _ in range(a.repeats)) * 1000
             print(f"{name:30s} {ms:8.1f} ms (median of {a.repeats})")
+        n_conn = len(c.get(pair).json["flows"])
+        ms = statistics.median(timed(c, pair) for _ in range(max(3, a.repeats // 4))) * 1000
+        print(f"connection details over all_scores ({max(a.rows, a.all_flows):,} flows, {n_conn} in the pair): {ms:8.1f} ms")
     return 0
 
 

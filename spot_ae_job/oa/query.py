@@ -2,6 +2,8 @@
 downloads a 100k-row day)."""
 from __future__ import annotations
 
+import threading
+import weakref
 from dataclasses import dataclass
 
 import numpy as np
@@ -20,7 +22,34 @@ class Filters:
     max_rank: int | None = None
 
 
+# Sort orders per cached frame; the weak reference makes sure a recycled id() never reuses an old order.
+_ORDERS: dict[int, tuple[weakref.ref, dict]] = {}
+_ORDERS_LOCK = threading.Lock()
+
+
+def sorted_positions(df: pd.DataFrame, sort: str, order: str) -> np.ndarray:
+    """Row positions of the day in (sort, order), rank breaking ties; computed once per cached frame."""
+    with _ORDERS_LOCK:
+        for k in [k for k, (ref, _) in _ORDERS.items() if ref() is None]:
+            del _ORDERS[k]
+        entry = _ORDERS.get(id(df))
+        if entry is None or entry[0]() is not df:
+            entry = (weakref.ref(df), {})
+            _ORDERS[id(df)] = entry
+        cache = entry[1]
+    hit = cache.get((sort, order))
+    if hit is None:
+        if sort == RANK:
+            hit = np.arange(len(df)) if order == "asc" else np.arange(len(df))[::-1].copy()
+        else:
+            tmp = pd.DataFrame({"k": df[sort].to_numpy(), "r": np.arange(len(df))})
+            hit = tmp.sort_values(["k", "r"], ascending=[order == "asc", True], kind="stable")["r"].to_numpy()
+        cache[(sort, order)] = hit
+    return hit
+
+
 def suspicious_page(df: pd.DataFrame, f: Filters, sort: str, order: str, page: int, size: int) -> dict:
+    """One page of the day's list. `df` must be the cached frame (sort orders are cached by its id)."""
     mask = np.ones(len(df), dtype=bool)
     if f.ip is not None:
         mask &= (df["sip"].to_numpy() == f.ip) | (df["dip"].to_numpy() == f.ip)
@@ -34,13 +63,11 @@ def suspicious_page(df: pd.DataFrame, f: Filters, sort: str, order: str, page: i
         mask &= df["score"].to_numpy() <= f.max_score
     if f.max_rank is not None:
         mask &= df[RANK].to_numpy() <= f.max_rank
-    sel = df[mask] if not mask.all() else df
-    total = int(len(sel))
-    if sort != RANK or order != "asc":
-        # rank breaks ties so that paging is stable across requests
-        sel = sel.sort_values([sort, RANK], ascending=[order == "asc", True], kind="stable")
+    pos = sorted_positions(df, sort, order)
+    pos = pos[mask[pos]]
+    total = int(len(pos))
     start = (page - 1) * size
-    rows = sel.iloc[start:start + size]
+    rows = df.iloc[pos[start:start + size]]
     return {
         "total": total,
         "page": page,

@@ -166,14 +166,20 @@ class Results:
         parts = [e for e in self.storage.list(root) if not e.is_dir and e.name.endswith(".parquet") and not e.name.startswith((".", "_"))]
         if not parts:
             raise NotFound(f"no all_scores for {day}")
-        expr = ((pc.field("sip") == sip) & (pc.field("dip") == dip)) | ((pc.field("sip") == dip) & (pc.field("dip") == sip))
         tables = []
         for e in parts:
             with self.storage.open(f"{root}/{e.name}") as f:
                 pf = pq.ParquetFile(f)
                 cols = [c for c in DETAIL_COLUMNS if c in pf.schema_arrow.names]
-                t = pf.read(columns=cols)
-            tables.append(t.filter(expr))
+                # read the two IP columns first; the other columns only of row groups that match
+                for i in range(pf.num_row_groups):
+                    ips = pf.read_row_group(i, columns=["sip", "dip"])
+                    s, d = ips["sip"], ips["dip"]
+                    mask = pc.or_(pc.and_(pc.equal(s, sip), pc.equal(d, dip)), pc.and_(pc.equal(s, dip), pc.equal(d, sip)))
+                    if pc.any(mask).as_py():
+                        tables.append(pf.read_row_group(i, columns=cols).filter(mask))
+        if not tables:
+            return []
         t = pa.concat_tables(tables, promote_options="default")
         df = t.to_pandas()
         if RANK in df:
