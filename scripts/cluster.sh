@@ -144,5 +144,5 @@ case $verb in
   ml-run)   cmd_ml_run "$@" ;;
   load-csv) cmd_load_csv "$@" ;;
   exec)     preflight; client "$@" ;;
-  *) sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
+  *) sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
 esac

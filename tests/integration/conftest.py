@@ -8,11 +8,14 @@ On any failure every container's log is saved under test-output/<project>/.
 
 pytest-docker's own `docker_services` starts outside its try/finally (a failed `up` would leak
 the stack), so it is overridden here to hand out this fixture's services instead.
-Set SPOT_AE_TEST_APPS=1 to include the ingest and OA services (compose profile `apps`).
+The ingest and OA services (compose profile `apps`) are included when their code is in the
+tree (SPOT_AE_TEST_APPS=0|1 forces it); the OA gets a users file made here with a random
+password, and nfcapd rotates files every 10 s instead of 60 so ingest tests wait less.
 """
 from __future__ import annotations
 
 import os
+import secrets
 import shlex
 import subprocess
 import uuid
@@ -30,6 +33,21 @@ FREE_PORTS = ("SPOT_AE_NAMENODE_UI_PORT", "SPOT_AE_RM_UI_PORT", "SPOT_AE_HISTORY
               "SPOT_AE_OA_PORT", "SPOT_AE_NETFLOW_PORT")
 
 
+def apps_wanted() -> bool:
+    flag = os.environ.get("SPOT_AE_TEST_APPS", "auto")
+    if flag in ("0", "1"):
+        return flag == "1"
+    ingest, oa = REPO / "spot_ae_job" / "ingest" / "cli.py", REPO / "spot_ae_job" / "oa" / "cli.py"
+    return ingest.is_file() and oa.is_file() and "watch" in ingest.read_text() and "serve" in oa.read_text()
+
+
+@dataclass
+class OAUser:
+    name: str
+    password: str
+    config: Path
+
+
 @dataclass
 class Cluster:
     """A running stack: run commands in its containers, find its published ports."""
@@ -37,6 +55,8 @@ class Cluster:
     project: str
     compose: DockerComposeExecutor
     services: Services
+    apps: bool
+    oa_user: OAUser | None
 
     def exec(self, service: str, *cmd: str, stdin: bytes | None = None, timeout: float = 900,
              check: bool = True) -> subprocess.CompletedProcess:
@@ -54,11 +74,34 @@ class Cluster:
     def hdfs(self, *args: str, **kw) -> str:
         return self.exec("ml-client", "hdfs", "dfs", *args, **kw).stdout.decode()
 
+    def udp_port(self, service: str, port: int) -> int:
+        out = self.compose.execute(f"port --protocol udp {service} {port}").decode().strip()
+        return int(out.splitlines()[-1].rsplit(":", 1)[1])
+
 
 @pytest.fixture(scope="session")
-def docker_compose_command() -> str:
+def oa_user() -> OAUser | None:
+    """One analyst with a random password, hashed the way `spot-ae oa hash-password` does."""
+    if not apps_wanted():
+        return None
+    from werkzeug.security import generate_password_hash
+
+    user = OAUser("tester", secrets.token_urlsafe(12), OUT / f"oa-{os.getpid()}.toml")
+    OUT.mkdir(exist_ok=True)
+    user.config.write_text(
+        f'mode = "production"\nsecret_key = "{secrets.token_urlsafe(32)}"\n\n'
+        f'[users.{user.name}]\npassword_hash = "{generate_password_hash(user.password)}"\nrole = "analyst"\n')
+    user.config.chmod(0o644)  # read by the container's own uid; a throwaway test password
+    return user
+
+
+@pytest.fixture(scope="session")
+def docker_compose_command(oa_user) -> str:
     env = " ".join(f"{k}=" for k in FREE_PORTS)
-    profile = " --profile apps" if os.environ.get("SPOT_AE_TEST_APPS") == "1" else ""
+    profile = ""
+    if oa_user is not None:
+        env += f" SPOT_AE_OA_CONFIG={shlex.quote(str(oa_user.config))} SPOT_AE_INGEST_INTERVAL=10"
+        profile = " --profile apps"
     return f"env {env} {shlex.quote(str(REPO / '.venv' / 'bin' / 'docker-compose'))}{profile}"
 
 
@@ -84,7 +127,7 @@ def _save_logs(compose: DockerComposeExecutor, project: str) -> Path:
 
 
 @pytest.fixture(scope="session")
-def spot_cluster(request, docker_compose_command, docker_compose_file, docker_compose_project_name):
+def spot_cluster(request, docker_compose_command, docker_compose_file, docker_compose_project_name, oa_user):
     build = subprocess.run(["bash", str(REPO / "scripts" / "build-images.sh")], capture_output=True, text=True)
     if build.returncode != 0:
         pytest.fail(f"building the images failed:\n{build.stderr[-4000:]}", pytrace=False)
@@ -96,12 +139,14 @@ def spot_cluster(request, docker_compose_command, docker_compose_file, docker_co
         except Exception as e:
             failed_to_start = True
             pytest.fail(f"the cluster did not become healthy: {str(e)[-3000:]}", pytrace=False)
-        yield Cluster(docker_compose_project_name, compose, Services(compose))
+        yield Cluster(docker_compose_project_name, compose, Services(compose), oa_user is not None, oa_user)
     finally:
         if failed_to_start or request.session.testsfailed:
             where = _save_logs(compose, docker_compose_project_name)
             print(f"\ncontainer logs saved under {where}")
         compose.execute("down -v --remove-orphans --timeout 20", success_codes=range(256))
+        if oa_user is not None:
+            oa_user.config.unlink(missing_ok=True)
 
 
 @pytest.fixture(scope="session")
