@@ -25,6 +25,9 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 # Hadoop exceptions that mean "the cluster is busy or starting": try again later.
+# A NameNode that just restarted knows a file but not yet where its blocks are, until the
+# DataNodes' block reports arrive (seconds): the same read then succeeds.
+_RETRIABLE_MESSAGES = ("No active nodes contain this block", "Cannot obtain block length")
 _RETRIABLE_EXCEPTIONS = {
     "SafeModeException", "RetriableException", "StandbyException", "ConnectException",
     "NoRouteToHostException", "ServerNotRunningYetException", "SocketTimeoutException",
@@ -127,7 +130,8 @@ class WebHDFS:
         except (ValueError, KeyError, TypeError):
             pass
         retriable = (status >= 500 and exc not in ("FileNotFoundException", "AccessControlException")) \
-            or exc in _RETRIABLE_EXCEPTIONS
+            or exc in _RETRIABLE_EXCEPTIONS \
+            or any(m in str(msg) for m in _RETRIABLE_MESSAGES)
         msg = str(msg).split("\n\tat ")[0].strip()  # keep Hadoop's message, not its Java stack
         return WebHDFSError(f"{what}: HTTP {status} {exc or ''}: {msg}".replace("  ", " "),
                             status=status, exception=exc, retriable=retriable)
