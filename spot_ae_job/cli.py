@@ -143,17 +143,10 @@ def cmd_load_csv(args) -> int:
 def _train_for_day(spark, args, huser: str, day: str):
     from pyspark.sql import functions as F
 
-    from spot_ae_job import fsutil, mlops
+    from spot_ae_job import mlops
     from spot_ae_job.model import train_autoencoder
 
-    if fsutil.exists(spark, mlops._day_path(mlops.labelled_location(huser), day)):
-        src = mlops.read_day(spark, huser, day, labelled=True)
-        base = src.where(F.col("is_attack") == F.lit(False)).select(*mlops.FLOW_COLUMNS)
-        _say(f"{day} has ground truth: training on its benign flows only")
-    else:
-        base = mlops.read_day(spark, huser, day)
-        _say(f"{day} has no labels: training on all its flows (Spot's assumption: mostly benign)")
-    base, _ = mlops.validate_rows(base)
+    base = mlops.training_flows(spark, huser, day, progress=_say)
     fb = mlops.feedback_rows(spark, huser, progress=_say)
     dup = args.dupfactor or mlops.DUPFACTOR
     if fb is not None:

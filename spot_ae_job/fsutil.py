@@ -112,3 +112,14 @@ def get_dir(spark: SparkSession, uri: str) -> Path:
     dst = Path(tempfile.mkdtemp(prefix="spot-ae-")) / p.getName()
     fs.copyToLocalFile(False, p, _path(spark, to_uri(str(dst))), True)
     return dst
+
+
+def model_dir(spark: SparkSession, models_uri: str, version: str = "latest") -> str:
+    """`{models_uri}/{version}`, where "latest" is read from the LATEST pointer file that
+    every model kind writes after saving."""
+    base = models_uri.rstrip("/")
+    if version == "latest":
+        if not exists(spark, f"{base}/LATEST"):
+            raise FileNotFoundError(f"no trained model under {base} (run `spot-ae train` or `ml-ops` first)")
+        version = read_text(spark, f"{base}/LATEST").strip()
+    return f"{base}/{version}"

@@ -44,7 +44,7 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from spot_ae_job import __version__, fsutil
-from spot_ae_job.schema import FLOW_COLUMNS, IS_ATTACK, SCHEMA_VERSION
+from spot_ae_job.schema import FLOW_COLUMNS, SCHEMA_VERSION
 
 TOPIC_COUNT = 20
 LOW_TO_LOW = "111111"  # both ports <= 1024 (Spot's LowToLowPortEncoding)
@@ -232,12 +232,7 @@ class LDAModelBundle:
 
     @classmethod
     def load(cls, spark: SparkSession, models_uri: str, version: str = "latest") -> "LDAModelBundle":
-        base = models_uri.rstrip("/")
-        if version == "latest":
-            if not fsutil.exists(spark, f"{base}/LATEST"):
-                raise FileNotFoundError(f"no trained model under {base}")
-            version = fsutil.read_text(spark, f"{base}/LATEST").strip()
-        d = f"{base}/{version}"
+        d = fsutil.model_dir(spark, models_uri, version)
         if not fsutil.exists(spark, f"{d}/model.json"):
             raise FileNotFoundError(f"no LDA model at {d}")
         meta = json.loads(fsutil.read_text(spark, f"{d}/model.json"))
@@ -349,14 +344,7 @@ def train_for_day(spark: SparkSession, huser: str, day: str, progress: Callable[
     """ml-ops `--model lda`: fit on one day of the flow table, benign flows only when labelled."""
     from spot_ae_job import mlops
 
-    if fsutil.exists(spark, mlops._day_path(mlops.labelled_location(huser), day)):
-        src = mlops.read_day(spark, huser, day, labelled=True)
-        base = src.where(F.col(IS_ATTACK) == F.lit(False)).select(*FLOW_COLUMNS)
-        progress(f"{day} has ground truth: LDA trains on its benign flows only")
-    else:
-        base = mlops.read_day(spark, huser, day)
-        progress(f"{day} has no labels: LDA trains on all its flows (as Spot did)")
-    base, _ = mlops.validate_rows(base)
+    base = mlops.training_flows(spark, huser, day, progress=progress)
     return fit_lda(base, training_day=day, progress=progress, **kw)
 
 

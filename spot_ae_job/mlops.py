@@ -87,6 +87,19 @@ def validate_rows(df: DataFrame) -> tuple[DataFrame, DataFrame]:
     return tagged.where(F.col(REJECT_REASON).isNull()).drop(REJECT_REASON), tagged.where(F.col(REJECT_REASON).isNotNull())
 
 
+def training_flows(spark: SparkSession, huser: str, day: str, progress=print) -> DataFrame:
+    """A day's rows to train on, for any model: its benign flows where the day has ground
+    truth, otherwise all of them (Spot's assumption: mostly benign); only scorable rows."""
+    if fsutil.exists(spark, _day_path(labelled_location(huser), day)):
+        src = read_day(spark, huser, day, labelled=True)
+        base = src.where(F.col(IS_ATTACK) == F.lit(False)).select(*FLOW_COLUMNS)
+        progress(f"{day} has ground truth: training on its benign flows only")
+    else:
+        base = read_day(spark, huser, day)
+        progress(f"{day} has no labels: training on all its flows (Spot's assumption: mostly benign)")
+    return validate_rows(base)[0]
+
+
 def feedback_rows(spark: SparkSession, huser: str, progress=print) -> DataFrame | None:
     """Flows an analyst marked low risk (sev 3) on any day, looked up in that day's scores."""
     root = f"{huser.rstrip('/')}/flow/scored_results"

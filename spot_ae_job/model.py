@@ -94,12 +94,7 @@ class AEModel:
 
     @classmethod
     def load(cls, spark: SparkSession, models_uri: str, version: str = "latest") -> "AEModel":
-        base = models_uri.rstrip("/")
-        if version == "latest":
-            if not fsutil.exists(spark, f"{base}/LATEST"):
-                raise FileNotFoundError(f"no trained model under {base} (run `spot-ae train` first)")
-            version = fsutil.read_text(spark, f"{base}/LATEST").strip()
-        local = fsutil.get_dir(spark, f"{base}/{version}")
+        local = fsutil.get_dir(spark, fsutil.model_dir(spark, models_uri, version))
         try:
             meta = json.loads((local / "model.json").read_text())
             with np.load(local / "weights.npz") as z:
