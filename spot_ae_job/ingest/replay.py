@@ -65,6 +65,16 @@ class ReplayStats:
     obyt: int = 0
     skip_reasons: dict = field(default_factory=dict)
 
+    def count_sent(self, flows: list, packets: int) -> None:
+        """Add what one send put on the wire: the totals the far side must add up to."""
+        self.packets += packets
+        self.sent_flows += len(flows)
+        for f in flows:
+            self.ipkt += f.ipkt
+            self.ibyt += f.ibyt
+            self.opkt += f.opkt
+            self.obyt += f.obyt
+
 
 def _number(text: str | None) -> float | None:
     try:
@@ -220,13 +230,7 @@ def replay_csv(paths: list[str], host: str, port: int, version: int = 10, rate: 
         flows = cicids_flows(path, stats, start)
         if limit is not None:
             flows = flows[: max(0, limit - stats.sent_flows)]
-        stats.packets += send(exporter.messages_for(flows), host, port, rate)
-        stats.sent_flows += len(flows)
-        for f in flows:
-            stats.ipkt += f.ipkt
-            stats.ibyt += f.ibyt
-            stats.opkt += f.opkt
-            stats.obyt += f.obyt
+        stats.count_sent(flows, send(exporter.messages_for(flows), host, port, rate))
     return stats
 
 
@@ -272,13 +276,7 @@ def replay_pcap(pcaps: list[str], host: str, port: int, version: int = 10, rate:
                 flows = [Flow(r["sip"], r["dip"], r["sport"], r["dport"], _proto_number(r["proto"]), _flag_bits(r["flag"]),
                               r["unix_tstamp"] * 1000, r["unix_tstamp"] * 1000 + int(r["tdur"] * 1000),
                               r["ipkt"], r["ibyt"], r["opkt"], r["obyt"]) for r in dec.flows.to_pylist()]
-                stats.packets += send(exporter.messages_for(flows), host, port, rate)
-                stats.sent_flows += len(flows)
-                for f in flows:
-                    stats.ipkt += f.ipkt
-                    stats.ibyt += f.ibyt
-                    stats.opkt += f.opkt
-                    stats.obyt += f.obyt
+                stats.count_sent(flows, send(exporter.messages_for(flows), host, port, rate))
     return stats
 
 
