@@ -117,7 +117,7 @@ def _resolve_positional(args) -> None:
 def _spark(args):
     from spot_ae_job.spark import session
 
-    return session(None if args.master == "yarn-submit" else args.master)
+    return session(args.master)
 
 
 def cmd_load_csv(args) -> int:

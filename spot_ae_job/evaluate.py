@@ -179,7 +179,7 @@ def run(args) -> dict:
         # Spark's default of 200 shuffle partitions is sized for clusters; locally, with a few
         # cores, 200 tiny tasks per shuffle dominate an excerpt's run time.
         extra["spark.sql.shuffle.partitions"] = str(4 * (os.cpu_count() or 2))
-    spark = session(None if args.master == "yarn-submit" else args.master, app="spot-ae-evaluate", extra=extra)
+    spark = session(args.master, app="spot-ae-evaluate", extra=extra)
 
     res = read_cicids(spark, data)
     rejected = {r[0]: int(r[1]) for r in res.rejects.groupBy("reject_reason").count().collect()}

@@ -122,6 +122,7 @@ def feedback_rows(spark: SparkSession, huser: str, progress=print) -> DataFrame 
     out = parts[0]
     for p in parts[1:]:
         out = out.unionByName(p)
+    out = out.cache()  # counted here and again for the model's metadata
     n = out.count()
     if n == 0:
         return None

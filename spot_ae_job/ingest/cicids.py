@@ -22,7 +22,7 @@ from pyspark.sql import functions as F
 from spot_ae_job import fsutil
 from spot_ae_job.errors import SpotAEError
 from spot_ae_job.schema import (
-    ATTEMPTED, FLOW_COLUMNS, FLOW_SCHEMA, IS_ATTACK, LABEL, REJECT_REASON, SOURCE_FILE,
+    ATTEMPTED, FLOW_SCHEMA, IS_ATTACK, LABEL, REJECT_REASON, SOURCE_FILE,
 )
 
 
@@ -202,4 +202,4 @@ def read_cicids(spark: SparkSession, paths: list[str] | str) -> ReadResult:
     return ReadResult(flows, rejects)
 
 
-__all__ = ["ReadResult", "read_cicids", "detect_columns", "FLOW_COLUMNS"]
+__all__ = ["ReadResult", "read_cicids", "detect_columns"]
