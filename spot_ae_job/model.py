@@ -61,6 +61,11 @@ class AEModel:
     def version(self) -> str:
         return self.meta["version"]
 
+    @property
+    def feature_columns(self) -> list[str]:
+        """The f_* columns this model reads, in weight order (the scorer's one source)."""
+        return FEATURE_COLUMNS
+
     def score(self, flows: DataFrame) -> DataFrame:
         """Flow rows -> the same rows + `score`; the interface ml-ops shares with the LDA."""
         from spot_ae_job.score import score_flows

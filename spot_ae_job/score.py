@@ -13,7 +13,7 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from spot_ae_job.features import FEATURE_COLUMNS, add_features
+from spot_ae_job.features import add_features
 
 SCORE = "score"
 
@@ -40,11 +40,12 @@ def _scorer_udf(model):
 
 def score_features(model, df: DataFrame) -> DataFrame:
     """df holding the f_* feature columns (and anything else) -> the other columns + `score`."""
-    missing = [c for c in FEATURE_COLUMNS if c not in df.columns]
+    cols = model.feature_columns
+    missing = [c for c in cols if c not in df.columns]
     if missing:
         raise ValueError(f"missing feature columns: {missing}")
-    score = _scorer_udf(model)(F.struct(*FEATURE_COLUMNS))
-    return df.withColumn(SCORE, score).drop(*FEATURE_COLUMNS)
+    score = _scorer_udf(model)(F.struct(*cols))
+    return df.withColumn(SCORE, score).drop(*cols)
 
 
 def score_flows(model, flows: DataFrame) -> DataFrame:
