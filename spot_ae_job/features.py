@@ -24,8 +24,12 @@ import json
 from dataclasses import dataclass
 
 import numpy as np
-from pyspark.sql import Column, DataFrame
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
+from pyspark.sql import types as T
 
 FEATURES: list[str] = [
     "proto_tcp", "proto_udp", "proto_icmp",
@@ -38,39 +42,65 @@ FEATURE_PREFIX = "f_"
 FEATURE_COLUMNS = [FEATURE_PREFIX + f for f in FEATURES]
 
 
-def _log1p(c: Column) -> Column:
-    return F.log1p(F.greatest(F.coalesce(c.cast("double"), F.lit(0.0)), F.lit(0.0)))
+# The flow-table columns the features read: the only ones that cross into Python.
+FEATURE_INPUTS: list[str] = ["proto", "flag", "sport", "dport", "tdur", "ipkt", "ibyt", "opkt", "obyt"]
+_FLAG_LETTERS = "FSRPAU"
 
 
-def _flag(letter: str) -> Column:
-    # nfdump prints flags as a fixed-width string with '.' for unset ('...AP.SF' or '.AP.SF')
-    return F.when(F.coalesce(F.col("flag"), F.lit("")).contains(letter), 1.0).otherwise(0.0)
+def feature_matrix(flows: pa.Table | pa.RecordBatch) -> np.ndarray:
+    """The one definition of the 18 features: Arrow columns -> n x 18 float32, whole columns at
+    a time (Arrow compute kernels and numpy, no Python per row). Training, the scaler and the
+    scorer all come through here, so they cannot disagree.
+
+    A missing value counts as 0 (no port, no packets, no flag); a missing protocol sets none of
+    the three protocol columns. Negative counts are clipped to 0 (validate_rows keeps such rows
+    from the model anyway)."""
+    n = flows.num_rows
+    x = np.zeros((n, N_FEATURES), dtype=np.float32)
+    if n == 0:
+        return x
+    proto = pc.utf8_upper(pc.fill_null(flows.column("proto").cast(pa.string()), ""))
+    flag = pc.fill_null(flows.column("flag").cast(pa.string()), "")
+    x[:, 0] = _np(pc.equal(proto, "TCP"))
+    x[:, 1] = _np(pc.equal(proto, "UDP"))
+    x[:, 2] = _np(pc.is_in(proto, pa.array(["ICMP", "ICMP6"])))
+    for k, letter in enumerate(_FLAG_LETTERS):  # nfdump prints '...AP.SF' ('.' = unset)
+        x[:, 3 + k] = _np(pc.match_substring(flag, letter))
+    num = {c: np.maximum(np.nan_to_num(_np(pc.cast(flows.column(c), pa.float64())), nan=0.0), 0.0)
+           for c in ("sport", "dport", "tdur", "ipkt", "ibyt", "opkt", "obyt")}
+    for k, c in enumerate(("sport", "dport", "tdur", "ipkt", "ibyt", "opkt", "obyt")):
+        x[:, 9 + k] = np.log1p(num[c])
+    x[:, 16] = np.log1p(num["ibyt"] / np.maximum(num["ipkt"], 1.0))
+    x[:, 17] = np.log1p(num["obyt"] / np.maximum(num["opkt"], 1.0))
+    return x
 
 
-def feature_expressions() -> list[Column]:
-    proto = F.upper(F.coalesce(F.col("proto"), F.lit("")))
-    ipkt = F.coalesce(F.col("ipkt"), F.lit(0))
-    opkt = F.coalesce(F.col("opkt"), F.lit(0))
-    exprs = {
-        "proto_tcp": F.when(proto == "TCP", 1.0).otherwise(0.0),
-        "proto_udp": F.when(proto == "UDP", 1.0).otherwise(0.0),
-        "proto_icmp": F.when(proto.isin("ICMP", "ICMP6"), 1.0).otherwise(0.0),
-        "flag_fin": _flag("F"), "flag_syn": _flag("S"), "flag_rst": _flag("R"),
-        "flag_psh": _flag("P"), "flag_ack": _flag("A"), "flag_urg": _flag("U"),
-        "sport_log": _log1p(F.col("sport")),
-        "dport_log": _log1p(F.col("dport")),
-        "dur_log": _log1p(F.col("tdur")),
-        "ipkt_log": _log1p(F.col("ipkt")), "ibyt_log": _log1p(F.col("ibyt")),
-        "opkt_log": _log1p(F.col("opkt")), "obyt_log": _log1p(F.col("obyt")),
-        "ibpp_log": _log1p(F.col("ibyt") / F.greatest(ipkt, F.lit(1))),
-        "obpp_log": _log1p(F.col("obyt") / F.greatest(opkt, F.lit(1))),
-    }
-    return [exprs[f].cast("float").alias(FEATURE_PREFIX + f) for f in FEATURES]
+def _np(a) -> np.ndarray:
+    """Arrow (chunked) array -> numpy, nulls as NaN / False."""
+    if isinstance(a, pa.ChunkedArray):
+        a = a.combine_chunks()
+    if pa.types.is_boolean(a.type):
+        return a.fill_null(False).to_numpy(zero_copy_only=False)
+    return a.to_numpy(zero_copy_only=False)
+
+
+def arrow_inputs(frame: pd.DataFrame) -> pa.Table:
+    """A pandas UDF's input frame -> Arrow, to run feature_matrix on it."""
+    return pa.Table.from_pandas(frame, preserve_index=False)
 
 
 def add_features(df: DataFrame) -> DataFrame:
-    """df (flow-table columns) -> df + the 18 unscaled feature columns f_*."""
-    return df.select("*", *feature_expressions())
+    """df (flow-table columns) -> df + the 18 unscaled feature columns f_* (float)."""
+    struct = T.StructType([T.StructField(c, T.FloatType()) for c in FEATURE_COLUMNS])
+
+    @F.pandas_udf(struct)
+    def features(inputs: pd.DataFrame) -> pd.DataFrame:
+        return pd.DataFrame(feature_matrix(arrow_inputs(inputs)), columns=FEATURE_COLUMNS)
+
+    tmp = "__spot_ae_features"
+    # Non-deterministic so the optimizer keeps one UDF call instead of one per struct field.
+    call = features.asNondeterministic()(F.struct(*FEATURE_INPUTS))
+    return df.withColumn(tmp, call).select(*df.columns, *[F.col(f"{tmp}.{c}").alias(c) for c in FEATURE_COLUMNS])
 
 
 @dataclass(frozen=True)
