@@ -80,6 +80,17 @@ class PeakRSS:
         self._t.join()
 
 
+def child_cpu() -> float:
+    """CPU seconds of this process's finished children (workers, and the nfdumps they ran)."""
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
+def own_cpu() -> float:
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
 def nfdump_baseline(files: list[Path]) -> float:
     """Seconds for `nfdump -r F -o csv > /dev/null`, one file after the other (one core)."""
     t0 = time.perf_counter()
@@ -123,15 +134,18 @@ def main() -> None:
         files = make_inputs(work, args.files, args.copies)
         size = sum(f.stat().st_size for f in files)
         load0 = os.getloadavg()[0]
+        c0 = child_cpu()
         t_before = nfdump_baseline(files)
+        cpu_nfdump = child_cpu() - c0
 
         with LocalHDFS() as hdfs:
             cfg = StoreConfig(f"{hdfs.huser}/bench", hdfs.http_url)
             daemons = {p.pid for p in hdfs._procs.values()}
             with PeakRSS(daemons) as mem:
-                t0 = time.perf_counter()
+                t0, c0, o0 = time.perf_counter(), child_cpu(), own_cpu()
                 res = ingest_paths(cfg, files, work / "q", workers=args.workers)
                 t_ingest = time.perf_counter() - t0
+                cpu_ingest = child_cpu() - c0 + own_cpu() - o0  # the pool has exited: its workers are counted
             flows = sum(r.nfdump_flows for r in res)
             landed = sum(r.flows + r.rejected for r in res)
             assert landed == flows and all(r.status == "ingested" for r in res), (landed, flows, res)
@@ -164,6 +178,9 @@ def main() -> None:
               f"{t_after:.2f} s after = {flows / t_nfdump:,.0f} flows/s")
         print(f"ingest nfcapd -> Parquet on HDFS ({args.workers} workers): {t_ingest:.2f} s = {flows / t_ingest:,.0f} flows/s")
         print(f"ratio ingest / single-core nfdump decode: {t_nfdump / t_ingest:.2f}x  (target >= 1.5x)")
+        print(f"CPU seconds: baseline nfdumps {cpu_nfdump:.1f}; ingest (workers + their nfdumps + this process, not the "
+              f"HDFS JVMs) {cpu_ingest:.1f}; on {args.workers} idle cores the ratio could reach at most "
+              f"{args.workers * cpu_nfdump / cpu_ingest:.2f}x")
         print(f"same ingest into a local file:// root (no HDFS): {t_local:.2f} s = {flows / t_local:,.0f} flows/s")
         print(f"peak RSS during nfcapd ingest (this process + workers + nfdumps, not the HDFS JVMs): {mem.peak / 2**20:.0f} MiB")
         print(f"ingest nfdump CSV -> Parquet on HDFS: {t_csv:.2f} s for {csv_flows:,} flows = {csv_flows / t_csv:,.0f} flows/s; "
