@@ -15,6 +15,7 @@ job can read nfdump CSV output with exactly the rules the ingest uses.
 """
 from __future__ import annotations
 
+import fcntl
 import io
 import json
 import os
@@ -29,7 +30,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
 from spot_ae_job.errors import SpotAEError
-from spot_ae_job.schema import FLOW_COLUMNS, FLOW_SCHEMA, REJECT_REASON, SOURCE_FILE
+from spot_ae_job.schema import FLOW_COLUMNS, FLOW_FIELDS, REJECT_REASON, SOURCE_FILE
 
 NFCAPD_MAGIC = b"\x0c\xa5"
 # nfdump's `-o csv` column -> flow-table column (SPEC §2: the flow table holds nfdump's fields)
@@ -43,15 +44,11 @@ RAW_COLUMN = "raw"
 MIN_YEAR = 2000  # earlier times are exporter artefacts (relative or zero clocks), as in cicids.py
 NEGATIVE_TD = 1e15  # nfdump prints a negative duration as an unsigned 64-bit ms count / 1000
 
-_ARROW_TYPES = {
-    "StringType()": pa.string(), "LongType()": pa.int64(), "IntegerType()": pa.int32(),
-    "FloatType()": pa.float32(),
-}
-ARROW_FLOW_SCHEMA = pa.schema([pa.field(f.name, _ARROW_TYPES[repr(f.dataType)]) for f in FLOW_SCHEMA.fields])
+_ARROW_TYPES = {"string": pa.string(), "bigint": pa.int64(), "int": pa.int32(), "float": pa.float32()}  # Hive -> Arrow
+ARROW_FLOW_SCHEMA = pa.schema([pa.field(n, _ARROW_TYPES[hive]) for n, hive in FLOW_FIELDS])
 ARROW_REJECT_SCHEMA = pa.schema([(SOURCE_FILE, pa.string()), (RAW_COLUMN, pa.string()), (REJECT_REASON, pa.string())])
 
 _TS_RE = r"^[0-9]{4}-[0-9]{2}-[0-9]{2} [0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?$"
-_INT_RE = r"^[0-9]+$"
 _FLOAT_RE = r"^ *[0-9]+(\.[0-9]+)? *$"
 # upper bounds per integer column (int32 columns must fit; ports are 16 bit; tos/fwd/dir 8 bit)
 _MAX = {"sport": 65535, "dport": 65535, "fwd": 255, "stos": 255, "dtos": 255, "dir": 255}
@@ -78,27 +75,128 @@ def check_magic(path: str | os.PathLike) -> None:
         raise NfdumpFileError(f"{path}: not an nfcapd file (magic {head[:2].hex(' ') or 'none'}, expected 0c a5)")
 
 
-def run_nfdump(path: str | os.PathLike, bidirectional: bool = False, nfdump: str = "nfdump") -> tuple[bytes, list[str]]:
-    """nfdump's CSV of one file and its stderr warnings; raises NfdumpFileError on a bad file.
+def _nfdump_cmd(path, bidirectional: bool, nfdump: str) -> list[str]:
+    return [nfdump, "-r", str(path), "-o", "csv"] + (["-B"] if bidirectional else [])
 
-    TZ=UTC: nfdump prints times in the local zone; the flow table holds UTC.
+
+_NFDUMP_ENV = {**os.environ, "TZ": "UTC"}  # nfdump prints times in the local zone; the flow table holds UTC
+
+
+def _judge(path, returncode: int, err) -> list[str]:
+    """nfdump's stderr warnings, or NfdumpFileError if its exit code or stderr says the file is bad."""
+    err.seek(0)
+    stderr = err.read().decode("utf-8", "replace").splitlines()
+    errors = [ln for ln in stderr if _ERROR_LINE.search(ln)]
+    if returncode != 0 or errors:
+        why = "; ".join(errors[:3] or stderr[-3:]) or "no message"
+        raise NfdumpFileError(f"{path}: nfdump exit {returncode}: {why}")
+    return [ln for ln in stderr if ln.strip()]
+
+
+def run_nfdump(path: str | os.PathLike, bidirectional: bool = False, nfdump: str = "nfdump") -> tuple[bytes, list[str]]:
+    """nfdump's whole CSV of one file and its stderr warnings; raises NfdumpFileError on a bad file.
+
     `bidirectional` (-B) joins the two directions nfpcapd writes into one record (PLATFORM.md).
     """
     check_magic(path)
-    cmd = [nfdump, "-r", str(path), "-o", "csv"] + (["-B"] if bidirectional else [])
     with tempfile.TemporaryFile() as err:  # stdout read in one go: no select loop over 100 MB
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err, stdin=subprocess.DEVNULL,
-                                env={**os.environ, "TZ": "UTC"})
+        proc = subprocess.Popen(_nfdump_cmd(path, bidirectional, nfdump), stdout=subprocess.PIPE, stderr=err,
+                                stdin=subprocess.DEVNULL, env=_NFDUMP_ENV)
         out = proc.stdout.read()
         proc.stdout.close()
         proc.wait()
-        err.seek(0)
-        stderr = err.read().decode("utf-8", "replace").splitlines()
-    errors = [ln for ln in stderr if _ERROR_LINE.search(ln)]
-    if proc.returncode != 0 or errors:
-        why = "; ".join(errors[:3] or stderr[-3:]) or "no message"
-        raise NfdumpFileError(f"{path}: nfdump exit {proc.returncode}: {why}")
-    return out, [ln for ln in stderr if ln.strip()]
+        warnings = _judge(path, proc.returncode, err)
+    return out, warnings
+
+
+class _CsvBody(io.RawIOBase):
+    """nfdump's stdout up to its Summary block, for Arrow's streaming CSV reader; the block itself
+    is kept in `summary` (None until seen; b"" if the output ended without one)."""
+
+    MARK = b"\nSummary\n"
+
+    def __init__(self, pipe):
+        self.pipe, self.tail, self.summary = pipe, b"", None
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, n: int = -1) -> bytes:
+        while self.summary is None:
+            chunk = self.pipe.read(n if n and n > 0 else 1 << 20)
+            data = self.tail + chunk
+            cut = data.find(self.MARK)
+            if cut >= 0:
+                self.summary, self.tail = data[cut + 1:] + self.pipe.read(), b""
+                return data[: cut + 1]
+            if not chunk:
+                self.summary, self.tail = b"", b""
+                return data
+            keep = len(self.MARK) - 1  # the mark may straddle two reads
+            self.tail, data = data[-keep:], data[:-keep]
+            if data:
+                return data
+        return b""
+
+    def readinto(self, b) -> int:
+        data = self.read(len(b))
+        b[: len(data)] = data
+        return len(data)
+
+
+def _summary_count(summary: bytes) -> int:
+    lines = summary.decode(errors="replace").splitlines()
+    try:
+        return int(dict(zip(lines[1].split(","), lines[2].split(",")))["flows"])
+    except (IndexError, KeyError, ValueError):
+        raise NfdumpFileError(f"nfdump Summary block unreadable: {lines[:3]}") from None
+
+
+_STRING_COLUMNS = pacsv.ConvertOptions(
+    include_columns=NFDUMP_FIELDS, column_types={c: pa.string() for c in NFDUMP_FIELDS},
+    strings_can_be_null=False, quoted_strings_can_be_null=False,
+)
+
+
+def _decode_stream(path, bidirectional: bool, nfdump: str):
+    """nfdump's stdout straight into Arrow's C++ CSV reader, converted batch by batch (nfdump and
+    the conversion overlap; memory stays a few batches, not the whole CSV). Returns
+    (flows, rejects, rows printed, Summary count) or None when a line does not split into the
+    header's fields: the caller then reads the file the row-tolerant way (parse_csv)."""
+    source = Path(path).name
+    flows, rejects, printed = [], [], 0
+    with tempfile.TemporaryFile() as err:
+        proc = subprocess.Popen(_nfdump_cmd(path, bidirectional, nfdump), stdout=subprocess.PIPE, stderr=err,
+                                stdin=subprocess.DEVNULL, env=_NFDUMP_ENV)
+        try:  # a 1 MiB pipe (Linux's default maximum): fewer wake-ups of nfdump and of us
+            fcntl.fcntl(proc.stdout.fileno(), 1031, 1 << 20)  # F_SETPIPE_SZ
+        except OSError:
+            pass
+        body = _CsvBody(proc.stdout)
+        try:
+            reader = pacsv.open_csv(body, read_options=pacsv.ReadOptions(use_threads=False, block_size=8 << 20),
+                                    convert_options=_STRING_COLUMNS)
+            for batch in reader:
+                printed += batch.num_rows
+                f, r = convert(pa.Table.from_batches([batch]), source)
+                flows.append(f)
+                rejects.append(r)
+            splits = True
+        except pa.ArrowInvalid:
+            splits = False
+            proc.stdout.read()  # let nfdump finish: its exit code still judges the file
+        finally:
+            proc.stdout.close()
+            proc.wait()
+        warnings = _judge(path, proc.returncode, err)
+    if not splits:
+        return None
+    if not body.summary:
+        raise NfdumpFileError(f"{path}: nfdump output has no Summary block (truncated output)")
+    if not flows:  # header only
+        flows, rejects = [ARROW_FLOW_SCHEMA.empty_table()], [ARROW_REJECT_SCHEMA.empty_table()]
+    return (pa.concat_tables(flows).combine_chunks(), pa.concat_tables(rejects).combine_chunks(), printed,
+            _summary_count(body.summary), warnings)
 
 
 def parse_csv(out: bytes, require_summary: bool = True) -> tuple[pa.Table, int | None, list[str]]:
@@ -112,12 +210,7 @@ def parse_csv(out: bytes, require_summary: bool = True) -> tuple[pa.Table, int |
             raise NfdumpFileError("nfdump output has no Summary block (truncated output)")
         cut = len(out) - 1 if out.endswith(b"\n") else len(out)
     else:
-        summary = out[cut + 1:].decode(errors="replace").splitlines()
-        try:
-            stats = dict(zip(summary[1].split(","), summary[2].split(",")))
-            counted = int(stats["flows"])
-        except (IndexError, KeyError, ValueError):
-            raise NfdumpFileError(f"nfdump Summary block unreadable: {summary[:3]}") from None
+        counted = _summary_count(out[cut + 1:])
     body = out[: cut + 1]
     if counted == 0:
         body = body.replace(b"\nNo matching flows\n", b"\n")  # what nfdump prints for 0 flows
@@ -131,53 +224,62 @@ def parse_csv(out: bytes, require_summary: bool = True) -> tuple[pa.Table, int |
         malformed.append(row.text)
         return "skip"
 
-    table = pacsv.read_csv(
-        io.BytesIO(body),
-        read_options=pacsv.ReadOptions(use_threads=False, block_size=16 << 20),
-        parse_options=pacsv.ParseOptions(invalid_row_handler=keep_text),
-        convert_options=pacsv.ConvertOptions(
-            include_columns=NFDUMP_FIELDS, column_types={c: pa.string() for c in NFDUMP_FIELDS},
-            strings_can_be_null=False, quoted_strings_can_be_null=False,
-        ),
-    )
+    read = pacsv.ReadOptions(use_threads=False, block_size=16 << 20)
+    try:  # a Python row handler slows Arrow's parser ~3x even when never called: only when needed
+        return pacsv.read_csv(io.BytesIO(body), read_options=read, convert_options=_STRING_COLUMNS), counted, []
+    except pa.ArrowInvalid:
+        table = pacsv.read_csv(io.BytesIO(body), read_options=read, convert_options=_STRING_COLUMNS,
+                               parse_options=pacsv.ParseOptions(invalid_row_handler=keep_text))
     return table, counted, malformed
 
 
-def _first_reason(checks: list[tuple[pa.Array, str]], n: int) -> pa.Array:
-    """Per row, the message of the first failing check (null = the row is fine)."""
-    reason = pa.nulls(n, pa.string())
-    for bad, msg in reversed(checks):
-        reason = pc.if_else(pc.fill_null(bad, True), pa.scalar(msg), reason)
-    return reason
+def _array(c) -> pa.Array:
+    return c.combine_chunks() if isinstance(c, pa.ChunkedArray) else c
 
 
-def _as_json(t: pa.Table) -> pa.Array:
-    """Each row as a JSON object of its text fields, built column-wise (rejects can be many)."""
-    pieces: list = []
-    for i, c in enumerate(t.column_names):
-        text = pc.fill_null(t[c].combine_chunks().cast(pa.string()), "")
-        escaped = pc.replace_substring(pc.replace_substring(text, "\\", "\\\\"), '"', '\\"')
-        pieces += [("{" if i == 0 else ", ") + json.dumps(c) + ': "', escaped, '"']
-    pieces.append("}")
-    return pc.binary_join_element_wise(*pieces, "")
+def _fast_timestamp(ts: pa.Array) -> pa.Array | None:
+    """`ts` as timestamp[s] when every value is nfdump's plain `YYYY-MM-DD hh:mm:ss` (then one C++
+    cast does what the regex + strptime rules would); None sends the column to those rules."""
+    if len(ts) == 0 or ts.null_count or not pc.all(pc.equal(pc.binary_length(ts), 19)).as_py() \
+            or pc.any(pc.match_substring(ts, "T")).as_py():
+        return None
+    try:
+        return pc.cast(ts, pa.timestamp("s"))
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        return None
+
+
+def _digits(a: pa.Array) -> pa.Array:
+    """True where a value is 1-18 ASCII digits (fits int64; the same rule as the old regex)."""
+    return pc.and_(pc.ascii_is_decimal(a), pc.less_equal(pc.binary_length(a), 18))
 
 
 def convert(raw: pa.Table, source: str) -> tuple[pa.Table, pa.Table]:
-    """String columns named as nfdump's CSV -> (flows in ARROW_FLOW_SCHEMA, rejects)."""
+    """String columns named as nfdump's CSV -> (flows in ARROW_FLOW_SCHEMA, rejects).
+
+    nfdump's own output is clean, so each column first gets a whole-column check with cheap
+    kernels (all digits? all plain timestamps?); only a column that fails it goes through the
+    row-by-row rules (trim, regex, strptime) that give each bad row its reason. Either way a row
+    is kept or rejected by the same rules."""
     n = raw.num_rows
-    col = {c: pc.utf8_trim_whitespace(raw[c].combine_chunks()) if n else pa.array([], pa.string())
-           for c in NFDUMP_FIELDS}
+    col = {c: _array(raw[c]) if n else pa.array([], pa.string()) for c in NFDUMP_FIELDS}
     checks: list[tuple[pa.Array, str]] = []
-    ts_ok = pc.match_substring_regex(col["ts"], _TS_RE)
-    ts_text = pc.utf8_slice_codeunits(col["ts"], 0, 19)
-    stamp = pc.strptime(pc.if_else(ts_ok, ts_text, pa.scalar("1970-01-01 00:00:00")), "%Y-%m-%d %H:%M:%S", "s",
-                        error_is_null=True)
-    checks.append((pc.or_(pc.invert(ts_ok), pc.is_null(stamp)), "unparsable timestamp"))
+    stamp = _fast_timestamp(col["ts"])
+    if stamp is not None:
+        ts_text = col["ts"]
+    else:
+        ts = pc.utf8_trim_whitespace(col["ts"])
+        ts_ok = pc.match_substring_regex(ts, _TS_RE)
+        ts_text = pc.utf8_slice_codeunits(ts, 0, 19)
+        stamp = pc.strptime(pc.if_else(ts_ok, ts_text, pa.scalar("1970-01-01 00:00:00")), "%Y-%m-%d %H:%M:%S", "s",
+                            error_is_null=True)
+        checks.append((pc.or_(pc.invert(ts_ok), pc.is_null(stamp)), "unparsable timestamp"))
     year = pc.year(stamp)
     checks.append((pc.less(year, MIN_YEAR), f"timestamp before {MIN_YEAR} (exporter sent relative or zero time)"))
 
-    td_ok = pc.match_substring_regex(col["td"], _FLOAT_RE)
-    td = pc.cast(pc.if_else(td_ok, col["td"], pa.scalar("0")), pa.float64())
+    td_text = pc.utf8_trim_whitespace(col["td"])
+    td_ok = pc.match_substring_regex(td_text, _FLOAT_RE)
+    td = pc.cast(pc.if_else(td_ok, td_text, pa.scalar("0")), pa.float64())
     checks.append((pc.invert(td_ok), "unparsable duration td"))
     checks.append((pc.greater_equal(td, NEGATIVE_TD), "negative duration (flow ends before it starts)"))
 
@@ -187,39 +289,58 @@ def convert(raw: pa.Table, source: str) -> tuple[pa.Table, pa.Table]:
         if name == "tdur":
             out[name] = pc.cast(td, pa.float32())
         elif typ == pa.string():
-            checks.append((pc.equal(pc.utf8_length(col[nf]), 0), f"empty {nf}"))
-            out[name] = col[nf]
+            text = pc.utf8_trim_whitespace(col[nf])
+            checks.append((pc.equal(pc.binary_length(text), 0), f"empty {nf}"))
+            out[name] = text
         else:
-            ok = pc.and_(pc.match_substring_regex(col[nf], _INT_RE), pc.less_equal(pc.utf8_length(col[nf]), 18))
-            vals = pc.cast(pc.if_else(ok, col[nf], pa.scalar("0")), pa.int64())
+            text = col[nf]
+            ok = _digits(text)
+            if pc.all(ok).as_py():
+                vals = pc.cast(text, pa.int64())
+            else:  # padded or bad values: the row-by-row rules
+                text = pc.utf8_trim_whitespace(text)
+                ok = _digits(text)
+                vals = pc.cast(pc.if_else(ok, text, pa.scalar("0")), pa.int64())
+                checks.append((pc.invert(ok), f"unparsable {nf}"))
             limit = _MAX.get(name, 2**31 - 1 if typ == pa.int32() else 2**63 - 1)
-            checks.append((pc.invert(ok), f"unparsable {nf}"))
-            checks.append((pc.greater(vals, limit), f"{nf} out of range (> {limit})"))
+            if limit < 10**18:  # 18 digits always fit an int64
+                checks.append((pc.greater(vals, limit), f"{nf} out of range (> {limit})"))
             out[name] = vals
-    reason = _first_reason(checks, n)
-    good = pc.is_null(reason)
 
-    epoch = pc.cast(pc.cast(stamp, pa.int64()), pa.int64())
+    bad = pc.fill_null(checks[0][0], True)
+    for b, _ in checks[1:]:
+        bad = pc.or_(bad, pc.fill_null(b, True))
     parts = {
-        "treceived": ts_text, "unix_tstamp": epoch, "tryear": year, "trmonth": pc.month(stamp),
+        "treceived": ts_text, "unix_tstamp": pc.cast(stamp, pa.int64()), "tryear": year, "trmonth": pc.month(stamp),
         "trday": pc.day(stamp), "trhour": pc.hour(stamp), "trminute": pc.minute(stamp), "trsec": pc.second(stamp),
     }
-    arrays = []
-    for f in ARROW_FLOW_SCHEMA:
-        a = parts[f.name] if f.name in parts else out[f.name]
-        arrays.append(pc.cast(pc.filter(a, good), f.type))
-    flows = pa.Table.from_arrays(arrays, schema=ARROW_FLOW_SCHEMA)
+    flows = pa.table({f.name: parts[f.name] if f.name in parts else out[f.name] for f in ARROW_FLOW_SCHEMA})
+    n_bad = pc.sum(bad).as_py() or 0
+    if not n_bad:
+        return flows.cast(ARROW_FLOW_SCHEMA), ARROW_REJECT_SCHEMA.empty_table()
+    reason = pa.nulls(n_bad, pa.string())  # per rejected row, the message of its first failing check
+    for b, msg in reversed(checks):
+        failed = pc.fill_null(pc.filter(b, bad), True)
+        if pc.any(failed).as_py():
+            reason = pc.if_else(failed, pa.scalar(msg), reason)
+    rejects = pa.table({
+        SOURCE_FILE: pa.array([source] * n_bad, pa.string()),
+        RAW_COLUMN: _as_json(raw.filter(bad)),
+        REJECT_REASON: reason,
+    }, schema=ARROW_REJECT_SCHEMA)
+    return flows.filter(pc.invert(bad)).cast(ARROW_FLOW_SCHEMA), rejects  # cast after filter: rejects may overflow
 
-    bad = pc.invert(good)
-    if pc.any(bad).as_py():
-        rejects = pa.table({
-            SOURCE_FILE: pa.array([source] * pc.sum(bad).as_py(), pa.string()),
-            RAW_COLUMN: _as_json(raw.filter(bad)),
-            REJECT_REASON: pc.filter(reason, bad),
-        }, schema=ARROW_REJECT_SCHEMA)
-    else:
-        rejects = ARROW_REJECT_SCHEMA.empty_table()
-    return flows, rejects
+
+def _as_json(t: pa.Table) -> pa.Array:
+    """Each row as a JSON object of its text fields, built column-wise (rejects can be many)."""
+    pieces: list = []
+    for i, c in enumerate(t.column_names):
+        text = pc.fill_null(t[c].combine_chunks().cast(pa.string()), "")
+        if pc.any(pc.match_substring_regex(text, r'["\\\\]')).as_py():
+            text = pc.replace_substring(pc.replace_substring(text, "\\", "\\\\"), '"', '\\"')
+        pieces += [("{" if i == 0 else ", ") + json.dumps(c) + ': "', text, '"']
+    pieces.append("}")
+    return pc.binary_join_element_wise(*pieces, "")
 
 
 def decode_csv(path: str | os.PathLike) -> Decoded:
@@ -235,15 +356,21 @@ def decode_csv(path: str | os.PathLike) -> Decoded:
 
 def decode_file(path: str | os.PathLike, bidirectional: bool = False, nfdump: str = "nfdump") -> Decoded:
     """One nfcapd file -> flows + rejects. Raises NfdumpFileError if the file itself is bad."""
-    source = Path(path).name
-    out, warnings = run_nfdump(path, bidirectional, nfdump)
-    raw, counted, malformed = parse_csv(out)
-    printed = raw.num_rows + len(malformed)
+    check_magic(path)
+    streamed = _decode_stream(path, bidirectional, nfdump)
+    if streamed is None:  # a line Arrow cannot split: read it whole, keeping such lines as rejects
+        out, warnings = run_nfdump(path, bidirectional, nfdump)
+        raw, counted, malformed = parse_csv(out)
+        printed = raw.num_rows + len(malformed)
+    else:
+        flows, rejects, printed, counted, warnings = streamed
     if bidirectional:  # -B joins two records into one: the Summary counts the records before joining
         counted = printed
     elif printed != counted:
         raise NfdumpFileError(f"{path}: nfdump counted {counted} flows but printed {printed} rows")
-    return _finish(source, raw, counted, malformed, warnings)
+    if streamed is None:
+        return _finish(Path(path).name, raw, counted, malformed, warnings)
+    return Decoded(Path(path).name, flows, rejects, counted, warnings)
 
 
 def _finish(source: str, raw: pa.Table, counted: int, malformed: list[str], warnings: list[str]) -> Decoded:
@@ -289,6 +416,7 @@ def read_nfdump_csv(spark, paths: list[str] | str):
 
     from spot_ae_job import fsutil
     from spot_ae_job.ingest.cicids import ReadResult
+    from spot_ae_job.schema import FLOW_SCHEMA
 
     paths = [paths] if isinstance(paths, str) else list(paths)
     uris = [u for p in paths for u in fsutil.list_files(spark, fsutil.to_uri(p))]
