@@ -111,9 +111,9 @@ def main() -> None:
 
     def numpy_full():
         for b in batches:
-            forward(w, model.scaler.transform(feature_matrix(b)))
+            forward(w, model.scaler.transform(feature_matrix(b.to_pandas())))
 
-    x = model.scaler.transform(np.vstack([feature_matrix(b) for b in batches]))
+    x = model.scaler.transform(np.vstack([feature_matrix(b.to_pandas()) for b in batches]))
 
     def numpy_forward():
         for i in range(0, len(x), 65536):

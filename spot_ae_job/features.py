@@ -25,8 +25,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
-import pyarrow.compute as pc
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
@@ -44,49 +42,51 @@ FEATURE_COLUMNS = [FEATURE_PREFIX + f for f in FEATURES]
 
 # The flow-table columns the features read: the only ones that cross into Python.
 FEATURE_INPUTS: list[str] = ["proto", "flag", "sport", "dport", "tdur", "ipkt", "ibyt", "opkt", "obyt"]
-_FLAG_LETTERS = "FSRPAU"
 
 
-def feature_matrix(flows: pa.Table | pa.RecordBatch) -> np.ndarray:
-    """The one definition of the 18 features: Arrow columns -> n x 18 float32, whole columns at
-    a time (Arrow compute kernels and numpy, no Python per row). Training, the scaler and the
-    scorer all come through here, so they cannot disagree.
+def feature_matrix(flows: pd.DataFrame) -> np.ndarray:
+    """The one definition of the 18 features: flow columns -> n x 18 float32, whole columns at a
+    time. Training, the scaler and the scorer all come through here, so they cannot disagree.
 
-    A missing value counts as 0 (no port, no packets, no flag); a missing protocol sets none of
-    the three protocol columns. Negative counts are clipped to 0 (validate_rows keeps such rows
-    from the model anyway)."""
-    n = flows.num_rows
+    `proto` and `flag` have few distinct values (a handful of protocols, at most 64 flag sets),
+    so they are factorized and their columns worked out once per distinct value, then gathered:
+    no string work per row. A missing value counts as 0 (no port, no packets, no flag); a
+    missing protocol sets none of the three protocol columns. Negative counts are clipped to 0
+    (validate_rows keeps such rows from the model anyway)."""
+    n = len(flows)
     x = np.zeros((n, N_FEATURES), dtype=np.float32)
     if n == 0:
         return x
-    proto = pc.utf8_upper(pc.fill_null(flows.column("proto").cast(pa.string()), ""))
-    flag = pc.fill_null(flows.column("flag").cast(pa.string()), "")
-    x[:, 0] = _np(pc.equal(proto, "TCP"))
-    x[:, 1] = _np(pc.equal(proto, "UDP"))
-    x[:, 2] = _np(pc.is_in(proto, pa.array(["ICMP", "ICMP6"])))
-    for k, letter in enumerate(_FLAG_LETTERS):  # nfdump prints '...AP.SF' ('.' = unset)
-        x[:, 3 + k] = _np(pc.match_substring(flag, letter))
-    num = {c: np.maximum(np.nan_to_num(_np(pc.cast(flows.column(c), pa.float64())), nan=0.0), 0.0)
-           for c in ("sport", "dport", "tdur", "ipkt", "ibyt", "opkt", "obyt")}
-    for k, c in enumerate(("sport", "dport", "tdur", "ipkt", "ibyt", "opkt", "obyt")):
+    x[:, 0:3] = _per_value(flows["proto"], _proto_columns, 3)
+    x[:, 3:9] = _per_value(flows["flag"], _flag_columns, 6)
+    num = {c: np.maximum(np.nan_to_num(pd.to_numeric(flows[c]).to_numpy(dtype=np.float64, na_value=0.0), nan=0.0), 0.0)
+           for c in _NUMERIC}
+    for k, c in enumerate(_NUMERIC):
         x[:, 9 + k] = np.log1p(num[c])
     x[:, 16] = np.log1p(num["ibyt"] / np.maximum(num["ipkt"], 1.0))
     x[:, 17] = np.log1p(num["obyt"] / np.maximum(num["opkt"], 1.0))
     return x
 
 
-def _np(a) -> np.ndarray:
-    """Arrow (chunked) array -> numpy, nulls as NaN / False."""
-    if isinstance(a, pa.ChunkedArray):
-        a = a.combine_chunks()
-    if pa.types.is_boolean(a.type):
-        return a.fill_null(False).to_numpy(zero_copy_only=False)
-    return a.to_numpy(zero_copy_only=False)
+_NUMERIC = ("sport", "dport", "tdur", "ipkt", "ibyt", "opkt", "obyt")
 
 
-def arrow_inputs(frame: pd.DataFrame) -> pa.Table:
-    """A pandas UDF's input frame -> Arrow, to run feature_matrix on it."""
-    return pa.Table.from_pandas(frame, preserve_index=False)
+def _proto_columns(proto) -> list[bool]:
+    p = proto.upper() if isinstance(proto, str) else ""
+    return [p == "TCP", p == "UDP", p in ("ICMP", "ICMP6")]
+
+
+def _flag_columns(flag) -> list[bool]:
+    # nfdump prints flags as a fixed-width string with '.' for unset ('...AP.SF' or '.AP.SF')
+    f = flag if isinstance(flag, str) else ""
+    return [letter in f for letter in "FSRPAU"]
+
+
+def _per_value(col: pd.Series, columns, width: int) -> np.ndarray:
+    """A low-cardinality column -> its derived columns, computed once per distinct value."""
+    codes, uniques = pd.factorize(col, use_na_sentinel=True)
+    table = np.array([columns(u) for u in uniques] + [columns(None)], dtype=np.float32).reshape(-1, width)
+    return table[codes]  # code -1 (missing) picks the last row
 
 
 def add_features(df: DataFrame) -> DataFrame:
@@ -95,7 +95,7 @@ def add_features(df: DataFrame) -> DataFrame:
 
     @F.pandas_udf(struct)
     def features(inputs: pd.DataFrame) -> pd.DataFrame:
-        return pd.DataFrame(feature_matrix(arrow_inputs(inputs)), columns=FEATURE_COLUMNS)
+        return pd.DataFrame(feature_matrix(inputs), columns=FEATURE_COLUMNS)
 
     tmp = "__spot_ae_features"
     # Non-deterministic so the optimizer keeps one UDF call instead of one per struct field.

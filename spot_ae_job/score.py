@@ -2,8 +2,8 @@
 
 Only the nine flow columns the features read cross from the JVM into Python, as whole Arrow
 batches (tens of thousands of rows); the other columns stay in the JVM and get the score joined
-back by position. In Python one batch is: the features (features.feature_matrix, Arrow compute
-kernels), the scaling, two small matrix products and a row-wise sum, so no Python code runs per
+back by position. In Python one batch is: the features (features.feature_matrix, whole
+columns), the scaling, two small matrix products and a row-wise sum, so no Python code runs per
 row. Computing the features here rather than in Spark SQL costs less: Spark's per-row string
 functions (upper, contains) on `proto` and `flag` were the most expensive part of the old plan,
 and 9 input columns are half the Arrow traffic of 18 feature columns.
@@ -18,7 +18,7 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from spot_ae_job.features import FEATURE_COLUMNS, FEATURE_INPUTS, arrow_inputs, feature_matrix
+from spot_ae_job.features import FEATURE_COLUMNS, FEATURE_INPUTS, feature_matrix
 
 SCORE = "score"
 
@@ -66,7 +66,7 @@ def score_flows(model, flows: DataFrame) -> DataFrame:
         raise ValueError(f"missing columns for scoring: {missing}")
 
     def features(inputs: pd.DataFrame) -> np.ndarray:
-        x = feature_matrix(arrow_inputs(inputs[FEATURE_INPUTS]))
+        x = feature_matrix(inputs)
         if extra:
             x = np.hstack([x, inputs[extra].to_numpy(dtype=np.float32)])
         return x
