@@ -20,12 +20,15 @@ change at scoring time without re-training (`threshold_from_quantiles`).
 from __future__ import annotations
 
 import numpy as np
+from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
 
 from spot_ae_job.errors import SpotAEError
 
 P95, BENIGN_FPR, ALERTS_PER_DAY = "p95", "benign-fpr", "alerts-per-day"
 MODES: tuple[str, ...] = (P95, BENIGN_FPR, ALERTS_PER_DAY)
 PAPER_FRACTION = 0.05  # the paper's p95: 5% of benign scores above the threshold
+HOLDOUT_FRACTION = 0.15  # of the benign training flows, kept out of training to fit the threshold
 
 
 def flagged_fraction(mode: str, value: float | None = None, *, flows_per_day: int | None = None) -> float:
@@ -85,6 +88,47 @@ def threshold_from_quantiles(quantiles: dict, mode: str, value: float | None = N
             f"{mode} {value} needs {q:g} (a budget that small needs a larger held-out slice)"
         )
     return float(np.interp(q, levels, values))
+
+
+def split_holdout(flows: DataFrame, fraction: float = HOLDOUT_FRACTION, seed: int = 7) -> tuple[DataFrame, DataFrame]:
+    """(training rows, held-out benign slice), seeded by a hash of the whole row.
+
+    A hash, not rand(): Spark recomputes the split for every job that reads it and must get the
+    same halves each time; and copies of one flow land on the same side, so the held-out slice
+    never contains a flow the network was trained on."""
+    if not 0 <= fraction < 1:
+        raise SpotAEError(f"the held-out fraction must be in [0, 1), got {fraction}")
+    bucket = F.pmod(F.xxhash64(*[F.col(c) for c in flows.columns], F.lit(seed)), F.lit(10_000))
+    held = bucket < F.lit(int(round(fraction * 10_000)))
+    return flows.where(~held), flows.where(held)
+
+
+def benign_quantiles(scores: DataFrame, col: str = "score", accuracy: int = 100_000) -> dict:
+    """The held-out benign scores' quantiles on `quantile_grid()`, in one Spark aggregation."""
+    levels = quantile_grid()
+    ok = scores.where(F.col(col).isNotNull() & ~F.isnan(col))
+    row = ok.agg(F.percentile_approx(col, levels, accuracy).alias("q"), F.count("*").alias("n")).first()
+    if not row["n"]:
+        raise SpotAEError("no held-out benign flows to fit the threshold on: train on more benign flows")
+    return {"levels": levels, "values": [float(v) for v in row["q"]], "n": int(row["n"])}
+
+
+def fit_on_held_out(scores: DataFrame, mode: str = P95, value: float | None = None, *,
+                    flows_per_day: int | None = None, higher_is_suspicious: bool = True,
+                    fraction: float = HOLDOUT_FRACTION, seed: int = 7) -> tuple[float, dict]:
+    """Held-out benign scores -> (threshold, the model.json fields that let it be re-fitted)."""
+    q = benign_quantiles(scores)
+    thr = threshold_from_quantiles(q, mode, value, flows_per_day=flows_per_day, higher_is_suspicious=higher_is_suspicious)
+    meta = {
+        "threshold_mode": mode,
+        "threshold_value": value,
+        "threshold_flows_per_day": flows_per_day,
+        "threshold_fitted_on": f"held-out benign slice ({fraction:.0%} of the benign training flows, seed {seed})",
+        "holdout_fraction": fraction,
+        "holdout_rows": q["n"],
+        "benign_quantiles": q,
+    }
+    return thr, meta
 
 
 def describe(mode: str, value: float | None = None) -> str:
