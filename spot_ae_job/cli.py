@@ -60,7 +60,7 @@ def _threshold_args(p: argparse.ArgumentParser, scoring: bool = False) -> None:
 
 def threshold_choice(args) -> tuple[str | None, float | None]:
     """(mode, value) from the flags; a value alone picks its mode; None: not asked."""
-    from spot_ae_job.thresholds import ALERTS_PER_DAY, BENIGN_FPR, P95
+    from spot_ae_job.thresholds import ALERTS_PER_DAY, BENIGN_FPR, P95, flagged_fraction
 
     fpr, apd, mode = getattr(args, "benign_fpr", None), getattr(args, "alerts_per_day", None), getattr(args, "threshold_mode", None)
     if fpr is not None and apd is not None:
@@ -74,6 +74,8 @@ def threshold_choice(args) -> tuple[str | None, float | None]:
         raise SpotAEError("--threshold-mode alerts-per-day needs --alerts-per-day N (e.g. 200)")
     if mode == P95 and (fpr is not None or apd is not None):
         raise SpotAEError("--threshold-mode p95 takes no --benign-fpr or --alerts-per-day")
+    if mode is not None:  # range checks now, before Spark starts (the day's size is not known yet)
+        flagged_fraction(mode, value, flows_per_day=1 << 62)
     return mode, value
 
 
