@@ -7,8 +7,8 @@ internally) so that progress can be printed as it happens.
 
 A trained model is one versioned artifact directory: `model.json` (version, scaler, threshold
 with its mode and the held-out benign quantiles to re-fit it, drift reference bins, benign
-feature medians for explanations, training facts), `weights.npz` (the four arrays the vectorized scorer needs) and `model.keras`
-(the same network for Keras/Elephas predict).
+feature medians for explanations, training facts), `weights.npz` (the four arrays the
+vectorized scorer needs) and `model.keras` (the same network for Keras/Elephas predict).
 """
 from __future__ import annotations
 
