@@ -43,6 +43,42 @@ def _training(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dupfactor", type=int, default=None, help="copies of each low-risk feedback flow (Spot: 1000)")
 
 
+def _threshold_args(p: argparse.ArgumentParser, scoring: bool = False) -> None:
+    from spot_ae_job.thresholds import MODES
+
+    p.add_argument("--threshold-mode", choices=MODES, default=None,
+                   help="how the threshold is fitted on held-out benign flows (default: p95, the paper's rule, when "
+                        "training; the saved model's own mode when scoring with it); see docs/detection.md")
+    p.add_argument("--benign-fpr", type=float, default=None, metavar="X",
+                   help="benign-fpr mode: a fraction X of benign flows alert (0.001 = 0.1%%)")
+    p.add_argument("--alerts-per-day", type=float, default=None, metavar="N",
+                   help="alerts-per-day mode: about N benign alerts per day")
+    if scoring:
+        p.add_argument("--drift-limit", type=float, default=None,
+                       help="score PSI above which a scored day is marked drifted (default 0.25)")
+
+
+def threshold_choice(args) -> tuple[str | None, float | None]:
+    """(mode, value) from the flags; a value alone picks its mode; None: not asked."""
+    from spot_ae_job.thresholds import ALERTS_PER_DAY, BENIGN_FPR, P95, flagged_fraction
+
+    fpr, apd, mode = getattr(args, "benign_fpr", None), getattr(args, "alerts_per_day", None), getattr(args, "threshold_mode", None)
+    if fpr is not None and apd is not None:
+        raise SpotAEError("give either --benign-fpr or --alerts-per-day, not both")
+    if mode is None:
+        mode = BENIGN_FPR if fpr is not None else ALERTS_PER_DAY if apd is not None else None
+    value = {BENIGN_FPR: fpr, ALERTS_PER_DAY: apd}.get(mode)
+    if mode == BENIGN_FPR and fpr is None:
+        raise SpotAEError("--threshold-mode benign-fpr needs --benign-fpr X (e.g. 0.001)")
+    if mode == ALERTS_PER_DAY and apd is None:
+        raise SpotAEError("--threshold-mode alerts-per-day needs --alerts-per-day N (e.g. 200)")
+    if mode == P95 and (fpr is not None or apd is not None):
+        raise SpotAEError("--threshold-mode p95 takes no --benign-fpr or --alerts-per-day")
+    if mode is not None:  # range checks now, before Spark starts (the day's size is not known yet)
+        flagged_fraction(mode, value, flows_per_day=1 << 62)
+    return mode, value
+
+
 def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="spot-ae", description="Apache Spot's flow pipeline with an autoencoder in place of LDA")
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -55,6 +91,7 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train the autoencoder on one day's benign flows and save it")
     _common(p)
     _training(p)
+    _threshold_args(p)
     p.add_argument("--day", required=True, help="YYYYMMDD")
 
     p = sub.add_parser("score", help="score one day with a saved model and write Spot's results")
@@ -63,6 +100,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--model-version", default="latest")
     p.add_argument("--max-results", type=int, default=None)
     p.add_argument("--tol", type=float, default=None, help="threshold override")
+    _threshold_args(p, scoring=True)
 
     p = sub.add_parser("ml-ops", help="Spot's ml_ops: YYYYMMDD flow [MAXRESULTS] [TOL]")
     _ml_ops_args(p)
@@ -81,6 +119,7 @@ def _parser() -> argparse.ArgumentParser:
 def _ml_ops_args(p: argparse.ArgumentParser) -> None:
     _common(p)
     _training(p)
+    _threshold_args(p, scoring=True)
     p.add_argument("day", help="YYYYMMDD")
     p.add_argument("type", choices=["flow"], help="data type (only flow)")
     p.add_argument("positional", nargs="*", metavar="MAXRESULTS TOL", help="Spot's documented order: MAXRESULTS then TOL")
@@ -143,28 +182,35 @@ def cmd_load_csv(args) -> int:
 def _train_for_day(spark, args, huser: str, day: str):
     from pyspark.sql import functions as F
 
-    from spot_ae_job import mlops
+    from spot_ae_job import mlops, thresholds
     from spot_ae_job.model import train_autoencoder
 
-    base = mlops.training_flows(spark, huser, day, progress=_say)
+    mode, value = threshold_choice(args)
+    # the held-out slice is cut before feedback copies join the training rows: it stays plain benign traffic
+    base, held = thresholds.split_holdout(mlops.training_flows(spark, huser, day, progress=_say))
     fb = mlops.feedback_rows(spark, huser, progress=_say)
     dup = args.dupfactor or mlops.DUPFACTOR
     if fb is not None:
         base = base.unionByName(fb.withColumn("_k", F.explode(F.sequence(F.lit(1), F.lit(dup)))).drop("_k"))
     return train_autoencoder(
-        base, epochs=args.epochs, batch_size=args.batch_size, training_day=day, progress=_say,
+        base, held_out=held, threshold_mode=mode or thresholds.P95, threshold_value=value,
+        epochs=args.epochs, batch_size=args.batch_size, training_day=day, progress=_say,
         extra_meta={"feedback_flows": 0 if fb is None else fb.count(), "dupfactor": dup},
     )
 
 
-def _score_day(spark, model, huser: str, day: str, max_results, tol):
-    from spot_ae_job import fsutil, mlops
+def _score_day(spark, model, huser: str, day: str, max_results, tol, args=None):
+    from spot_ae_job import drift, fsutil, mlops
 
+    mode, value = threshold_choice(args) if args is not None else (None, None)
+    limit = getattr(args, "drift_limit", None)
     labelled = fsutil.exists(spark, mlops._day_path(mlops.labelled_location(huser), day))
     flows = mlops.read_day(spark, huser, day, labelled=labelled)
     good, rejects = mlops.validate_rows(flows)
     scored = model.score(good)
-    s = mlops.write_results(spark, scored, rejects, model, day, huser, max_results=max_results, tol=tol, progress=_say)
+    s = mlops.write_results(spark, scored, rejects, model, day, huser, max_results=max_results, tol=tol, progress=_say,
+                            threshold_mode=mode, threshold_value=value,
+                            drift_limit=drift.PSI_LIMIT if limit is None else limit)
     if s.recall is not None:
         _say(f"{day}: ground truth present: {s.attacks} attack flows, recall at the threshold = {s.recall:.3f}")
     return s
@@ -195,7 +241,7 @@ def cmd_score(args) -> int:
         model = AEModel.load(spark, models_location(huser), args.model_version)
     except FileNotFoundError as e:
         raise SpotAEError(str(e)) from None
-    _score_day(spark, model, huser, args.day, args.max_results, args.tol)
+    _score_day(spark, model, huser, args.day, args.max_results, args.tol, args)
     return 0
 
 
@@ -206,13 +252,14 @@ def cmd_ml_ops(args) -> int:
 
     _resolve_positional(args)
     parse_day(args.day)
+    mode, value = threshold_choice(args)
     _say(f"ml_ops {args.day} flow: model={args.model} max_results={args.max_results} tol={args.tol}")
     spark = _spark(args)
     huser = to_uri(args.huser)
     if args.model == "lda" and not args.model_version:
         from spot_ae_job import lda
 
-        model = lda.train_for_day(spark, huser, args.day, progress=_say)
+        model = lda.train_for_day(spark, huser, args.day, progress=_say, threshold_mode=mode or "p95", threshold_value=value)
         model.save(spark, models_location(huser) + "/lda")
     elif args.model_version:
         if args.model == "lda":
@@ -228,7 +275,7 @@ def cmd_ml_ops(args) -> int:
     else:
         model = _train_for_day(spark, args, huser, args.day)
         model.save(spark, models_location(huser))
-    _score_day(spark, model, huser, args.day, args.max_results, args.tol)
+    _score_day(spark, model, huser, args.day, args.max_results, args.tol, args)
     return 0
 
 

@@ -43,14 +43,13 @@ from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from spot_ae_job import __version__, fsutil
+from spot_ae_job import __version__, fsutil, thresholds
 from spot_ae_job.schema import FLOW_COLUMNS, SCHEMA_VERSION
 
 TOPIC_COUNT = 20
 LOW_TO_LOW = "111111"  # both ports <= 1024 (Spot's LowToLowPortEncoding)
 HIGH_TO_HIGH = "333333"  # both ports > 1024 (Spot's HighToHighPortEncoding)
 SIDE_MARK = "-1_"  # prefixes the word of the side that owns the port in the word
-THRESHOLD_PERCENTILE = 0.05  # the paper's p95 rule, mirrored: low LDA scores are suspicious
 SRC_WORD, DST_WORD = "src_word", "dst_word"
 SCORE = "score"
 # quantile binning of Spot's older releases: deciles of time of day and ibyt, quintiles of ipkt
@@ -264,13 +263,17 @@ def fit_lda(
     seed: int = 7,
     subsampling_rate: float | None = None,
     threshold_flows: DataFrame | None = None,
+    threshold_mode: str = thresholds.P95,
+    threshold_value: float | None = None,
+    flows_per_day: int | None = None,
     training_day: str | None = None,
     progress: Callable[[str], None] = print,
 ) -> LDAModelBundle:
     """Fit Spot's LDA on `train_flows` (flow-table rows; the caller picks benign ones if known).
 
-    The threshold is the 5th percentile of the scores of `threshold_flows` (default: the training
-    flows themselves, as the paper did for both models).
+    The threshold is the mode's low quantile (p95: the 5th percentile) of the scores of
+    `threshold_flows`, a held-out benign slice (ml-ops passes one); without it, of the training
+    flows themselves, as the paper did for both models.
     """
     if binning not in ("log2", "quantile"):
         raise ValueError(f"binning must be 'log2' (Spot's last release) or 'quantile', got {binning!r}")
@@ -311,10 +314,19 @@ def fit_lda(
     pairs.unpersist()
     bundle = LDAModelBundle(model, words, topics, size, float("nan"), cuts)
     thr_src = (threshold_flows if threshold_flows is not None else base).select(*FLOW_COLUMNS)
-    q = bundle.score(thr_src).where(F.col(SCORE).isNotNull()).agg(
-        F.percentile_approx(SCORE, [THRESHOLD_PERCENTILE, 0.5], 100000).alias("q"), F.count("*").alias("n")
-    ).first()
-    bundle.threshold = float(q["q"][0])
+    n_train = base.count()
+    thr_scores = bundle.score(thr_src).where(F.col(SCORE).isNotNull()).select(SCORE)
+    bundle.threshold, thr_meta = thresholds.fit_on_held_out(
+        thr_scores, threshold_mode, threshold_value, flows_per_day=flows_per_day or n_train,
+        higher_is_suspicious=False, seed=seed,
+    )
+    if threshold_flows is None:
+        thr_meta.update(threshold_fitted_on="the training flows (the paper's protocol)", holdout_fraction=0.0)
+    # drift reference: the same flow features the autoencoder reads, and the benign scores
+    from spot_ae_job import drift
+
+    drift_ref = drift.reference(drift.named_features(base), drift.FEATURES)
+    drift_ref.update(drift.reference(thr_scores, [SCORE]))
     digest = hashlib.sha256(tm.tobytes()).hexdigest()[:10]
     now = dt.datetime.now(dt.timezone.utc)
     bundle.meta = {
@@ -330,13 +342,13 @@ def fit_lda(
         "seed": seed,
         "documents": n_docs,
         "training_day": training_day,
-        "training_rows": int(q["n"]),
-        "threshold_mode": "p95",
-        "threshold_percentile": THRESHOLD_PERCENTILE,
-        "benign_score_quantiles": {"p5": float(q["q"][0]), "p50": float(q["q"][1])},
+        "training_rows": n_train,
+        **thr_meta,
+        "drift_reference": drift_ref,
         "train_seconds": round(time.time() - t0, 1),
     }
-    progress(f"LDA threshold (5th percentile of training scores, low = suspicious) = {bundle.threshold:.6g}; model {bundle.version}")
+    progress(f"LDA threshold ({thresholds.describe(threshold_mode, threshold_value)}, low = suspicious, "
+             f"{thr_meta['threshold_fitted_on']}) = {bundle.threshold:.6g}; model {bundle.version}")
     return bundle
 
 
@@ -345,7 +357,8 @@ def train_for_day(spark: SparkSession, huser: str, day: str, progress: Callable[
     from spot_ae_job import mlops
 
     base = mlops.training_flows(spark, huser, day, progress=progress)
-    return fit_lda(base, training_day=day, progress=progress, **kw)
+    train, held = thresholds.split_holdout(base, kw.pop("holdout", thresholds.HOLDOUT_FRACTION), kw.get("seed", 7))
+    return fit_lda(train, threshold_flows=held, training_day=day, progress=progress, **kw)
 
 
 __all__ = [

@@ -12,12 +12,13 @@ import json
 import math
 import re
 from dataclasses import dataclass
+from typing import Callable
 
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.window import Window
 
-from spot_ae_job import fsutil
+from spot_ae_job import drift, explain, fsutil, thresholds
 from spot_ae_job.errors import SpotAEError
 from spot_ae_job.schema import (
     FEEDBACK_SCHEMA, FLOW_COLUMNS, FLOW_SCHEMA, IS_ATTACK, LABEL_COLUMNS, PARTITION_COLUMNS,
@@ -141,6 +142,8 @@ class RunSummary:
     results_uri: str
     recall: float | None = None
     attacks: int | None = None
+    threshold_mode: str = thresholds.P95
+    drift: dict | None = None
 
 
 def _histogram(scored: DataFrame, bins: int = 40) -> dict:
@@ -157,6 +160,30 @@ def _histogram(scored: DataFrame, bins: int = 40) -> dict:
     return {"edges": edges, "counts": counts, "scale": "log"}
 
 
+def resolve_threshold(model, day_flows: Callable[[], int], tol: float | None = None,
+                      mode: str | None = None, value: float | None = None) -> tuple[float, dict]:
+    """The threshold a scoring run uses, and how it was chosen, for run.json.
+
+    TOL wins (Spot's override); then a mode asked for now, re-fitted from the benign quantiles
+    the model keeps; then the model's own mode. An alerts-per-day budget is re-fitted on every
+    day from that day's flow count (`day_flows`, called only then): the budget is per day."""
+    if tol is not None:
+        return float(tol), {"threshold_mode": "tol", "threshold_value": float(tol)}
+    saved_mode = model.meta.get("threshold_mode", thresholds.P95)
+    if mode is None:
+        mode, value = saved_mode, model.meta.get("threshold_value")
+    if mode == saved_mode and value == model.meta.get("threshold_value") and mode != thresholds.ALERTS_PER_DAY:
+        return float(model.threshold), {"threshold_mode": mode, "threshold_value": value}
+    stored = model.meta.get("benign_quantiles")
+    if not stored:
+        raise SpotAEError(f"model {model.version} keeps no held-out benign quantiles (trained before threshold "
+                          f"modes existed): re-train it to score with --threshold-mode {mode}")
+    per_day = day_flows() if mode == thresholds.ALERTS_PER_DAY else None
+    thr = thresholds.threshold_from_quantiles(stored, mode, value, flows_per_day=per_day,
+                                              higher_is_suspicious=model.higher_is_suspicious)
+    return thr, {"threshold_mode": mode, "threshold_value": value, "threshold_flows_per_day": per_day}
+
+
 def write_results(
     spark: SparkSession,
     scored: DataFrame,
@@ -167,17 +194,24 @@ def write_results(
     max_results: int | None = None,
     tol: float | None = None,
     progress=print,
+    threshold_mode: str | None = None,
+    threshold_value: float | None = None,
+    drift_limit: float = drift.PSI_LIMIT,
 ) -> RunSummary:
-    """Spot's result layout for one day, plus the Parquet copy of every score and run.json."""
+    """Spot's result layout for one day, plus the Parquet copy of every score and run.json.
+
+    Suspicious rows get explanation columns after Spot's (explain.py); run.json records the
+    threshold's mode and the day's drift against the training data (drift.py)."""
     out = scored_results_location(day, huser)
-    threshold = tol if tol is not None else model.threshold
+    threshold, how = resolve_threshold(model, scored.count, tol, threshold_mode, threshold_value)
     higher = model.higher_is_suspicious
     flagged = flag_suspicious(scored, threshold, higher).cache()
     order = F.col(SCORE).desc() if higher else F.col(SCORE).asc()
     ranked = flagged.where("suspicious").withColumn("rank", F.row_number().over(Window.orderBy(order)))
     others = flagged.where("not suspicious").withColumn("rank", F.lit(None).cast("int"))
     keep = [c for c in flagged.columns if c in FLOW_COLUMNS or c in (SCORE, "suspicious")]
-    all_scores = ranked.select(*keep, "rank").unionByName(others.select(*keep, "rank"))
+    explained = explain.add_explanations(model, ranked.select(*keep, "rank"))
+    all_scores = explained.unionByName(explain.with_null_explanations(others.select(*keep, "rank")))
     all_scores.write.mode("overwrite").parquet(f"{out}/all_scores")
 
     stored = spark.read.parquet(f"{out}/all_scores")
@@ -185,7 +219,7 @@ def write_results(
     if max_results is not None and max_results >= 0:
         top = top.limit(max_results)
     tmp = f"{out}/_scores_tmp"
-    top.select(*RESULT_COLUMNS).coalesce(1).write.mode("overwrite").option("header", True).csv(tmp)
+    top.select(*RESULT_COLUMNS, *explain.EXPLANATION_COLUMNS).coalesce(1).write.mode("overwrite").option("header", True).csv(tmp)
     part = [f for f in fsutil.list_files(spark, tmp) if f.rsplit("/", 1)[-1].startswith("part-")]
     fsutil.rename(spark, part[0], f"{out}/scores/flow_results.csv")
     fsutil.delete(spark, tmp)
@@ -194,7 +228,11 @@ def write_results(
     if n_rej:
         rejects.write.mode("overwrite").parquet(f"{out}/rejected")
     counts = stored.agg(F.count("*").alias("n"), F.sum(F.col("suspicious").cast("int")).alias("s")).first()
-    summary = RunSummary(day, model.version, float(threshold), int(counts["n"]), int(counts["s"] or 0), n_rej, out)
+    summary = RunSummary(day, model.version, float(threshold), int(counts["n"]), int(counts["s"] or 0), n_rej, out,
+                         threshold_mode=how["threshold_mode"])
+    ref = model.meta.get("drift_reference")
+    if ref:
+        summary.drift = drift.measure(ref, drift.named_features(stored, keep=(SCORE,)), drift_limit)
     if IS_ATTACK in scored.columns:
         lab = flagged.where(F.col(IS_ATTACK)).agg(F.count("*").alias("a"), F.sum(F.col("suspicious").cast("int")).alias("hit")).first()
         if lab["a"]:
@@ -204,7 +242,8 @@ def write_results(
         "model": model.kind,
         "model_version": model.version,
         "threshold": float(threshold),
-        "threshold_mode": "tol" if tol is not None else model.meta.get("threshold_mode", "p95"),
+        **how,
+        "threshold_fitted_on": None if tol is not None else model.meta.get("threshold_fitted_on"),
         "higher_is_suspicious": higher,
         "flows_scored": summary.flows_scored,
         "suspicious": summary.suspicious,
@@ -213,6 +252,7 @@ def write_results(
         "training_day": model.meta.get("training_day"),
         "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "score_histogram": _histogram(stored),
+        "drift": summary.drift,
         "labelled": {"attacks": summary.attacks, "recall": summary.recall} if summary.attacks else None,
     }
     fsutil.write_text(spark, f"{out}/run.json", json.dumps(run, indent=2))
@@ -221,4 +261,8 @@ def write_results(
         f"{day}: scored {summary.flows_scored} flows, {summary.suspicious} {'above' if higher else 'below'} threshold {threshold:.6g}, "
         f"{n_rej} rejected -> {out}/scores/flow_results.csv"
     )
+    if summary.drift and summary.drift["drifted"]:
+        d = summary.drift
+        progress(f"{day}: DRIFT: score PSI {d['score_psi']:.3f} > {d['limit']} against the training data "
+                 f"(largest feature shift: {d['largest_feature']}); the threshold's false-alarm rate may not hold")
     return summary

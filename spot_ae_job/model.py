@@ -5,9 +5,10 @@ from the current weights and the driver averages the updates. We drive the epoch
 ourselves (one Elephas `fit(epochs=1)` per epoch, which is exactly what Elephas does
 internally) so that progress can be printed as it happens.
 
-A trained model is one versioned artifact directory: `model.json` (version, scaler, threshold,
-training facts), `weights.npz` (the four arrays the vectorized scorer needs) and `model.keras`
-(the same network for Keras/Elephas predict).
+A trained model is one versioned artifact directory: `model.json` (version, scaler, threshold
+with its mode and the held-out benign quantiles to re-fit it, drift reference bins, benign
+feature medians for explanations, training facts), `weights.npz` (the four arrays the
+vectorized scorer needs) and `model.keras` (the same network for Keras/Elephas predict).
 """
 from __future__ import annotations
 
@@ -28,14 +29,13 @@ import numpy as np
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from spot_ae_job import __version__, fsutil
+from spot_ae_job import __version__, drift, explain, fsutil, thresholds
 from spot_ae_job.errors import SpotAEError
 from spot_ae_job.features import FEATURE_COLUMNS, FEATURES, N_FEATURES, Scaler, add_features
 from spot_ae_job.schema import SCHEMA_VERSION
 
 HIDDEN = 12
 DEFAULT_EPOCHS = 90
-THRESHOLD_PERCENTILE = 0.95
 
 
 def forward(weights: list[np.ndarray], x: np.ndarray) -> np.ndarray:
@@ -151,13 +151,26 @@ def train_autoencoder(
     seed: int = 7,
     training_day: str | None = None,
     extra_meta: dict | None = None,
+    held_out: DataFrame | None = None,
+    holdout: float = thresholds.HOLDOUT_FRACTION,
+    threshold_mode: str = thresholds.P95,
+    threshold_value: float | None = None,
+    flows_per_day: int | None = None,
     progress: Callable[[str], None] = print,
 ) -> AEModel:
-    """Train on `flows` (flow-table rows the caller has already restricted to benign ones)."""
+    """Train on `flows` (flow-table rows the caller has already restricted to benign ones).
+
+    The threshold is fitted on benign rows the network never saw: `held_out` if given (the
+    caller split it off before adding anything that must not be held out, e.g. feedback
+    copies), else a seeded `holdout` slice of `flows`. `flows_per_day` turns an
+    alerts-per-day budget into a fraction (default: the number of benign flows given)."""
     from elephas.spark_model import SparkModel
 
     spark = flows.sparkSession
     t0 = time.time()
+    thresholds.flagged_fraction(threshold_mode, threshold_value, flows_per_day=flows_per_day or 1 << 62)  # fail fast
+    if held_out is None:
+        flows, held_out = thresholds.split_holdout(flows, holdout, seed)
     feats = add_features(flows).select(*FEATURE_COLUMNS)
     n_all = feats.count()
     if n_all < 10:
@@ -189,16 +202,21 @@ def train_autoencoder(
     weights = [np.asarray(w) for w in sm.master_network.get_weights()]
     rdd.unpersist()
 
-    # Threshold: the paper's rule, the 95th percentile of the benign training rows' errors.
+    # Threshold: the chosen mode's quantile of the held-out benign rows' errors (never the
+    # training rows': those reconstruct better than new benign traffic does).
     model = AEModel(weights, scaler, threshold=float("nan"))
     from spot_ae_job.score import score_features
 
-    scored = score_features(model, feats)
-    q = scored.agg(
-        F.percentile_approx("score", [0.5, 0.9, THRESHOLD_PERCENTILE, 0.99, 0.999], 100000).alias("q"),
-        F.count("*").alias("n"),
-    ).first()
-    model.threshold = float(q["q"][2])
+    held_scores = score_features(model, add_features(held_out).select(*FEATURE_COLUMNS)).cache()
+    n_held = held_scores.count()
+    per_day = flows_per_day or n_all + n_held
+    model.threshold, thr_meta = thresholds.fit_on_held_out(
+        held_scores, threshold_mode, threshold_value, flows_per_day=per_day, fraction=holdout, seed=seed,
+    )
+    drift_ref = drift.reference(feats.toDF(*FEATURES), FEATURES)
+    drift_ref.update(drift.reference(held_scores, [drift.SCORE]))
+    held_scores.unpersist()
+    medians = explain.benign_medians(feats)
     digest = hashlib.sha256(b"".join(w.tobytes() for w in weights)).hexdigest()[:10]
     now = dt.datetime.now(dt.timezone.utc)
     model.meta = {
@@ -213,13 +231,14 @@ def train_autoencoder(
         "batch_size": batch_size,
         "validation_split": validation_split,
         "training_day": training_day,
-        "training_rows": int(q["n"]),
-        "threshold_mode": "p95",
-        "threshold_percentile": THRESHOLD_PERCENTILE,
-        "benign_score_quantiles": dict(zip(["p50", "p90", "p95", "p99", "p999"], map(float, q["q"]))),
+        "training_rows": n_train,
+        **thr_meta,
+        "benign_medians": medians,
+        "drift_reference": drift_ref,
         "history": history,
         "train_seconds": round(time.time() - t0, 1),
         **(extra_meta or {}),
     }
-    progress(f"threshold (p95 of benign training errors) = {model.threshold:.6f}; model {model.version}")
+    progress(f"threshold ({thresholds.describe(threshold_mode, threshold_value)}, fitted on {n_held} held-out benign flows) "
+             f"= {model.threshold:.6f}; model {model.version}")
     return model

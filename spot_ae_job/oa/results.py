@@ -22,6 +22,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 from pyspark.sql import types as T  # types only: no JVM is started
 
+from spot_ae_job.explain import EXPLANATION_SCHEMA
 from spot_ae_job.oa.storage import Entry, StorageError, write_lock
 from spot_ae_job.oa.validate import DAY_RE
 from spot_ae_job.schema import FEEDBACK_COLUMNS, FLOW_SCHEMA, RESULT_COLUMNS
@@ -33,6 +34,8 @@ RANK = "rank"
 _ARROW = {T.StringType: pa.string(), T.LongType: pa.int64(), T.IntegerType: pa.int32(), T.FloatType: pa.float64()}
 FLOW_ARROW_TYPES = {f.name: _ARROW[type(f.dataType)] for f in FLOW_SCHEMA.fields}
 RESULT_ARROW_TYPES = {c: (pa.float64() if c == SCORE else FLOW_ARROW_TYPES[c]) for c in RESULT_COLUMNS}
+EXPLANATION_ARROW_TYPES = {f.name: (pa.string() if isinstance(f.dataType, T.StringType) else pa.float64())
+                           for f in EXPLANATION_SCHEMA.fields}
 
 # Columns of a connection's flows shown in the details view (all from all_scores/).
 DETAIL_COLUMNS = [
@@ -146,12 +149,14 @@ class Results:
     @staticmethod
     def _parse_results(day: str, data: bytes) -> pd.DataFrame:
         header = data.split(b"\n", 1)[0].decode("utf-8", "replace").strip().split(",")
-        if header != RESULT_COLUMNS:
+        # Spot's columns first and unchanged; columns after them (explanations) are extras
+        if header[: len(RESULT_COLUMNS)] != RESULT_COLUMNS:
             raise BadData(f"flow_results.csv of {day} does not have Spot's result columns (got {header[:5]}...)")
+        types = {**RESULT_ARROW_TYPES, **{c: EXPLANATION_ARROW_TYPES.get(c, pa.string()) for c in header[len(RESULT_COLUMNS):]}}
         try:
             tbl = pacsv.read_csv(
                 io.BytesIO(data),
-                convert_options=pacsv.ConvertOptions(column_types=RESULT_ARROW_TYPES, strings_can_be_null=False),
+                convert_options=pacsv.ConvertOptions(column_types=types, strings_can_be_null=False),
             )
         except pa.ArrowInvalid as e:
             raise BadData(f"flow_results.csv of {day} cannot be parsed: {e}") from None
@@ -216,7 +221,7 @@ class Results:
             raise NotFound(f"no run.json for {day}")
         keys = ["day", "model", "model_version", "threshold", "threshold_mode", "higher_is_suspicious",
                 "flows_scored", "suspicious", "written", "rejected", "training_day", "created",
-                "score_histogram", "labelled"]
+                "score_histogram", "labelled", "threshold_value", "threshold_fitted_on", "drift"]
         return {k: run.get(k) for k in keys}
 
     # -- feedback ----------------------------------------------------------------------------

@@ -9,7 +9,9 @@ import sys
 
 import pytest
 
+from spot_ae_job.explain import EXPLANATION_COLUMNS
 from spot_ae_job.schema import RESULT_COLUMNS
+from spot_ae_job.thresholds import threshold_from_quantiles
 
 
 def run(*args, cwd=None):
@@ -33,13 +35,69 @@ def test_ml_ops_writes_spots_result_layout(day):
     out = huser / "flow" / "scored_results" / "20180222"
     with open(out / "scores" / "flow_results.csv", newline="") as fh:
         rows = list(csv.reader(fh))
-    assert rows[0] == RESULT_COLUMNS
-    scores = [float(r[-1]) for r in rows[1:]]
+    assert rows[0] == RESULT_COLUMNS + EXPLANATION_COLUMNS  # Spot's columns first, unchanged
+    scores = [float(r[RESULT_COLUMNS.index("score")]) for r in rows[1:]]
     assert 0 < len(scores) <= 25 and scores == sorted(scores, reverse=True)
     run_json = json.loads((out / "run.json").read_text())
     assert run_json["model"] == "ae" and run_json["flows_scored"] == 734 and run_json["written"] == len(scores)
     assert min(scores) > run_json["threshold"]
     assert (huser / "flow" / "models" / "LATEST").read_text().strip() == run_json["model_version"]
+
+
+def _model_json(huser):
+    models = huser / "flow" / "models"
+    return json.loads((models / (models / "LATEST").read_text().strip() / "model.json").read_text())
+
+
+def test_the_threshold_is_fitted_on_held_out_benign_flows_and_saved_with_its_mode(day):
+    huser, r = day
+    m = _model_json(huser)
+    assert m["threshold_mode"] == "p95" and m["holdout_rows"] > 0 and "held-out" in m["threshold_fitted_on"]
+    assert m["training_rows"] + m["holdout_rows"] == 504  # the day's benign flows, split
+    assert m["threshold"] == threshold_from_quantiles(m["benign_quantiles"], "p95")
+    assert set(m["drift_reference"]) >= {"score", "dur_log"} and len(m["benign_medians"]) == 18
+    assert "fitted on" in r.stdout
+
+
+def test_each_suspicious_row_is_explained_and_the_run_records_drift(day):
+    huser, _ = day
+    out = huser / "flow" / "scored_results" / "20180222"
+    with open(out / "scores" / "flow_results.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    for r in rows:
+        errors = [float(r[f"expl{i}_error"]) for i in (1, 2, 3)]
+        assert errors == sorted(errors, reverse=True) and sum(errors) <= 18 * float(r["score"]) * (1 + 1e-6)
+        assert r["expl1_feature"] and r["expl1_value"] != "" and r["expl1_benign_median"] != ""
+    run_json = json.loads((out / "run.json").read_text())
+    d = run_json["drift"]
+    assert d["limit"] == 0.25 and d["drifted"] == (d["score_psi"] > 0.25) and len(d["feature_psi"]) == 18
+
+
+@pytest.mark.parametrize(
+    "flags, mode, value",
+    [
+        (["--threshold-mode", "p95"], "p95", None),
+        (["--benign-fpr", "0.2"], "benign-fpr", 0.2),
+        (["--threshold-mode", "alerts-per-day", "--alerts-per-day", "73.4"], "alerts-per-day", 73.4),
+    ],
+)
+def test_a_saved_model_scores_with_any_threshold_mode_without_retraining(day, flags, mode, value):
+    huser, _ = day
+    r = run("ml-ops", "20180222", "flow", "--model-version", "latest", "--huser", str(huser), "--master", "local[2]", *flags)
+    assert r.returncode == 0, r.stderr
+    assert "epoch" not in r.stdout
+    m = _model_json(huser)
+    out = huser / "flow" / "scored_results" / "20180222"
+    run_json = json.loads((out / "run.json").read_text())
+    # alerts-per-day: 73.4 alerts among the day's 734 flows is a 10% budget
+    expected = threshold_from_quantiles(m["benign_quantiles"], mode, value, flows_per_day=734)
+    assert (run_json["threshold_mode"], run_json["threshold_value"]) == (mode, value)
+    assert run_json["threshold"] == pytest.approx(expected)
+    if mode != "p95":
+        assert run_json["threshold"] <= m["threshold"]  # a 10-20% budget sits at or below the paper's 5%
+    with open(out / "scores" / "flow_results.csv", newline="") as fh:
+        scores = [float(x["score"]) for x in csv.DictReader(fh)]
+    assert len(scores) == run_json["suspicious"] and min(scores) > run_json["threshold"]
 
 
 def test_progress_is_visible(day):
@@ -63,6 +121,9 @@ def test_saved_model_scores_a_day_without_retraining(day):
         (["ml-ops", "20180231", "flow"], "not a calendar date"),
         (["ml-ops", "20180222", "flow", "1e-5"], "MAXRESULTS must be an integer"),
         (["ml-ops", "20180222", "flow", "10", "x"], "TOL must be a number"),
+        (["ml-ops", "20180222", "flow", "--threshold-mode", "benign-fpr"], "needs --benign-fpr"),
+        (["ml-ops", "20180222", "flow", "--benign-fpr", "0.01", "--alerts-per-day", "5"], "not both"),
+        (["ml-ops", "20180222", "flow", "--benign-fpr", "2"], "between 0 and 1"),
     ],
 )
 def test_bad_arguments_are_clear_errors_before_any_work(args, message):

@@ -372,6 +372,37 @@ def test_model_panel_reports_run_json(client, huser):
         assert m[k] == run[k]
 
 
+def test_explanation_columns_after_spots_are_read_and_a_drifted_day_says_so(client, huser):
+    """ml-ops appends expl1_* .. expl3_* after Spot's columns and records drift in run.json."""
+    out = huser / "flow" / "scored_results" / DAY
+    df = pd.read_csv(out / "scores" / "flow_results.csv")
+    for i in (1, 2, 3):
+        df[f"expl{i}_feature"] = ["tdur", "ibyt", "dport"][i - 1]
+        df[f"expl{i}_value"] = df["tdur"] if i == 1 else 1.5
+        df[f"expl{i}_benign_median"] = 0.25
+        df[f"expl{i}_error"] = 4.0 - i
+    df.to_csv(out / "scores" / "flow_results.csv", index=False)
+    run = json.loads((out / "run.json").read_text())
+    run["drift"] = {"score_psi": 0.41, "feature_psi": {"dur_log": 0.5}, "largest_feature": "dur_log", "limit": 0.25, "drifted": True}
+    (out / "run.json").write_text(json.dumps(run))
+    login(client)
+    rows = client.get(f"/api/v1/days/{DAY}/suspicious?size=500").json["rows"]
+    assert len(rows) == len(df) and [r["score"] for r in rows] == df["score"].tolist()
+    assert rows[0]["expl1_feature"] == "tdur" and rows[0]["expl1_value"] == df["tdur"][0] and rows[0]["expl3_error"] == 1.0
+    m = client.get(f"/api/v1/days/{DAY}/model").json
+    assert m["drift"]["drifted"] is True and m["drift"]["score_psi"] == 0.41
+
+
+def test_a_results_file_whose_first_columns_are_not_spots_is_refused(client, huser):
+    out = huser / "flow" / "scored_results" / DAY / "scores" / "flow_results.csv"
+    df = pd.read_csv(out)
+    df.insert(0, "extra", 1)
+    df.to_csv(out, index=False)
+    login(client)
+    r = client.get(f"/api/v1/days/{DAY}/suspicious")
+    assert r.status_code >= 400 and "result columns" in r.get_data(as_text=True)
+
+
 # -- feedback ----------------------------------------------------------------------------------
 def test_feedback_is_stored_in_spots_fields_from_the_results_row(client, huser):
     token = login(client)

@@ -118,6 +118,24 @@ const OA = (() => {
     } catch (e) { tb.replaceChildren(el("tr", {}, el("td", { colspan: 6, class: "error", text: e.message }))); }
   }
 
+  // -- drift banner and explanations (run.json "drift"; the expl* columns of the results) ---
+  function driftBanner(m) {
+    const b = document.getElementById("drift-banner");
+    const d = m && m.drift;
+    if (!b || !d || !d.drifted) return;
+    b.textContent = `Drift: this day's score distribution differs from the training data (PSI ${d.score_psi.toFixed(2)} > ${d.limit}; ` +
+      `largest feature shift: ${d.largest_feature || "?"}). The threshold's false-alarm rate may not hold: consider re-training.`;
+    b.hidden = false;
+  }
+
+  function whyCell(r) {
+    if (!r.expl1_feature) return el("td", { class: "hint", text: "" });
+    const n = (v) => (v == null ? "?" : Number(v).toLocaleString(undefined, { maximumFractionDigits: 3 }));
+    const parts = [1, 2, 3].filter((i) => r[`expl${i}_feature`])
+      .map((i) => `${r[`expl${i}_feature`]} ${n(r[`expl${i}_value`])} (benign median ${n(r[`expl${i}_benign_median`])})`);
+    return el("td", { class: "why", title: parts.join("\n"), text: parts[0] });
+  }
+
   // -- suspicious connects -----------------------------------------------------------------
   const DESC_FIRST = new Set(["score", "tdur", "ipkt", "ibyt", "opkt", "obyt"]);
 
@@ -135,6 +153,7 @@ const OA = (() => {
       document.getElementById("model-line").textContent =
         `${fmt.int(m.suspicious)} of ${fmt.int(m.flows_scored)} flows above the threshold ${fmt.score(m.threshold)} ` +
         `(${m.model}, ${m.threshold_mode}, trained on ${m.training_day || "?"}); most suspicious first.`;
+      driftBanner(m);
     }).catch(() => {});
 
     function params() {
@@ -174,9 +193,10 @@ const OA = (() => {
             el("td", { class: "num", text: fmt.int(r.opkt) }),
             el("td", { class: "num", text: fmt.int(r.obyt) }),
             el("td", { class: "num score", text: fmt.score(r.score) }),
+            whyCell(r),
             verdictCell(day, r, known)));
         }
-        if (!d.rows.length) tb.append(el("tr", {}, el("td", { colspan: 14, class: "hint", text: "No suspicious flows match." })));
+        if (!d.rows.length) tb.append(el("tr", {}, el("td", { colspan: 15, class: "hint", text: "No suspicious flows match." })));
         document.getElementById("page-info").textContent = `Page ${d.page} of ${d.pages} · ${fmt.int(d.total)} flows`;
         document.getElementById("prev").disabled = d.page <= 1;
         document.getElementById("next").disabled = d.page >= d.pages;
@@ -400,6 +420,10 @@ const OA = (() => {
         ["Training day", m.training_day || "unknown"], ["Flows scored", fmt.int(m.flows_scored)],
         ["Suspicious", fmt.int(m.suspicious)], ["Rejected rows", fmt.int(m.rejected)], ["Scored at", m.created],
       ];
+      if (m.threshold_fitted_on) rows.push(["Threshold fitted on", m.threshold_fitted_on]);
+      if (m.drift) rows.push(["Drift (score PSI)", `${m.drift.score_psi == null ? "n/a" : m.drift.score_psi.toFixed(3)} ` +
+        `(limit ${m.drift.limit}${m.drift.drifted ? ", DRIFTED" : ""}; largest feature shift: ${m.drift.largest_feature || "?"})`]);
+      driftBanner(m);
       if (m.labelled && m.labelled.attacks) rows.push(["Ground truth", `${fmt.int(m.labelled.attacks)} attack flows, recall ${(100 * m.labelled.recall).toFixed(1)}%`]);
       for (const [k, v] of rows) facts.append(el("dt", { text: k }), el("dd", { text: v ?? "" }));
       const h = m.score_histogram || { edges: [], counts: [] };

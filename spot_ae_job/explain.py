@@ -1,0 +1,88 @@
+"""Why a flow was flagged: the three features the autoencoder reconstructed worst.
+
+A flow's score is the mean of 18 squared per-feature reconstruction errors; the largest three
+say what was unusual about it. Each comes with the flow's value and the benign training
+median of that feature, in the flow's own units (the log features are turned back with expm1,
+so `ibyt` reads as bytes and `tdur` as seconds), and its squared error in the model's scaled
+units (`expl1_error` >= `expl2_error` >= `expl3_error`; their sum is at most 18 x score).
+
+Only suspicious rows are explained (a day has few), by a pandas UDF over the saved weights:
+whole Arrow batches, one numpy pass each.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
+from pyspark.sql import types as T
+
+from spot_ae_job.features import FEATURE_COLUMNS, FEATURES, add_features
+
+TOP = 3
+_PARTS = [("feature", T.StringType()), ("value", T.DoubleType()), ("benign_median", T.DoubleType()), ("error", T.DoubleType())]
+EXPLANATION_COLUMNS: list[str] = [f"expl{i}_{p}" for i in range(1, TOP + 1) for p, _ in _PARTS]
+EXPLANATION_SCHEMA = T.StructType(
+    [T.StructField(f"expl{i}_{p}", t, True) for i in range(1, TOP + 1) for p, t in _PARTS]
+)
+
+# Names an analyst knows: the flow column a feature comes from (flags and protocol keep theirs).
+DISPLAY_NAMES = {
+    "sport_log": "sport", "dport_log": "dport", "dur_log": "tdur",
+    "ipkt_log": "ipkt", "ibyt_log": "ibyt", "opkt_log": "opkt", "obyt_log": "obyt",
+    "ibpp_log": "ibyt/ipkt", "obpp_log": "obyt/opkt",
+}
+_NAMES = np.array([DISPLAY_NAMES.get(f, f) for f in FEATURES], dtype=object)
+_IS_LOG = np.array([f.endswith("_log") for f in FEATURES])
+
+
+def to_flow_units(values: np.ndarray) -> np.ndarray:
+    """Feature values (last axis in FEATURES order) -> the flow's units: expm1 undoes log1p."""
+    v = np.asarray(values, dtype=np.float64)
+    return np.round(np.where(_IS_LOG, np.expm1(v), v), 4)
+
+
+def benign_medians(features: DataFrame) -> dict[str, float]:
+    """Median of each feature over the benign training rows (one aggregation), saved with the model."""
+    row = features.agg(*[F.percentile_approx(c, 0.5, 10_000).alias(f) for c, f in zip(FEATURE_COLUMNS, FEATURES)]).first()
+    return {f: float(row[f]) for f in FEATURES}
+
+
+def explain(model, raw: np.ndarray) -> pd.DataFrame:
+    """Unscaled feature rows (n x 18) -> the explanation columns, largest error first."""
+    w1, b1, w2, b2 = (np.asarray(w, dtype=np.float64) for w in model.weights)
+    x = raw * model.scaler.scale + model.scaler.offset
+    err = (np.tanh(x @ w1 + b1) @ w2 + b2 - x) ** 2
+    top = np.argsort(-err, axis=1, kind="stable")[:, :TOP]
+    med = model.meta.get("benign_medians") or {}
+    medians = to_flow_units(np.array([med.get(f, np.nan) for f in FEATURES]))
+    values = to_flow_units(raw)
+    rows = np.arange(len(raw))[:, None]
+    out = {}
+    for i in range(TOP):
+        j = top[:, i]
+        out[f"expl{i + 1}_feature"] = _NAMES[j]
+        out[f"expl{i + 1}_value"] = values[rows[:, 0], j]
+        out[f"expl{i + 1}_benign_median"] = medians[j]
+        out[f"expl{i + 1}_error"] = err[rows[:, 0], j]
+    return pd.DataFrame(out, columns=EXPLANATION_COLUMNS)
+
+
+def add_explanations(model, flows: DataFrame) -> DataFrame:
+    """Flow rows -> the same rows + the explanation columns (computed for every row given:
+    pass only the suspicious ones)."""
+    if getattr(model, "kind", None) != "ae":
+        return with_null_explanations(flows)
+
+    @F.pandas_udf(EXPLANATION_SCHEMA)
+    def why(feats: pd.DataFrame) -> pd.DataFrame:
+        return explain(model, feats.to_numpy(dtype=np.float64))
+
+    cols = flows.columns
+    with_f = add_features(flows)
+    return with_f.select(*cols, why(F.struct(*FEATURE_COLUMNS)).alias("_why")).select(*cols, "_why.*")
+
+
+def with_null_explanations(df: DataFrame) -> DataFrame:
+    """The same columns, all null: rows that are not suspicious, or a model with no per-feature error."""
+    return df.select("*", *[F.lit(None).cast(f.dataType).alias(f.name) for f in EXPLANATION_SCHEMA.fields])
