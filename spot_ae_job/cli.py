@@ -80,6 +80,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--max-files-per-trigger", type=int, default=100, help="at most this many new flow files per micro-batch (default 100)")
     p.add_argument("--model-poll-seconds", type=float, default=30.0, help="while no model exists, look again this often")
     p.add_argument("--available-now", action="store_true", help="score every flow file not scored yet, then stop")
+    p.add_argument("--conf", action="append", default=[], metavar="KEY=VALUE", help="a Spark setting for this long-running application (e.g. a smaller executor than batch jobs)")
 
     for name in DELEGATED:
         sub.add_parser(name, help=f"see `spot-ae {name} --help`", add_help=False)
@@ -262,7 +263,10 @@ def cmd_stream(args) -> int:
 
     if args.trigger_seconds <= 0 or args.max_files_per_trigger < 1:
         raise SpotAEError("--trigger-seconds must be > 0 and --max-files-per-trigger >= 1")
-    spark = session(args.master, app=stream.APP_NAME)
+    conf = dict(c.split("=", 1) for c in args.conf if "=" in c)
+    if len(conf) != len(args.conf):
+        raise SpotAEError("--conf takes KEY=VALUE")
+    spark = session(args.master, app=stream.APP_NAME, extra=conf)
     opts = stream.StreamOptions(
         huser=to_uri(args.huser), checkpoint=args.checkpoint, trigger_seconds=args.trigger_seconds,
         max_files_per_trigger=args.max_files_per_trigger, model_poll_seconds=args.model_poll_seconds,
