@@ -154,25 +154,28 @@ def _committed_batches(spark, huser: str) -> list[str]:
     return [d for d in fsutil.list_dirs(spark, root) if fsutil.exists(spark, f"{root}/{d}/_SUCCESS")]
 
 
-def _stream_cli(huser: str, *extra: str) -> subprocess.Popen:
+def _stream_cli(huser: str, log: Path, *extra: str) -> subprocess.Popen:
+    """`spot-ae stream` in its own process group (driver + JVM), output to a file (a pipe nobody
+    reads would fill and stall it)."""
     env = {**os.environ, "PYTHONPATH": str(REPO), "SPOT_AE_DRIVER_MEMORY": "1g"}
-    return subprocess.Popen(
-        [sys.executable, "-m", "spot_ae_job", "stream", "--huser", huser, "--master", "local[1]",
-         "--trigger-seconds", "1", "--max-files-per-trigger", "1", *extra],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    with open(log, "ab") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "spot_ae_job", "stream", "--huser", huser, "--master", "local[1]",
+             "--trigger-seconds", "1", "--max-files-per-trigger", "1", *extra],
+            env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
 
 
 def test_killed_mid_stream_the_restart_from_the_hdfs_checkpoint_scores_every_flow_exactly_once(
-        spark, hdfs_local, hdfs_huser, sample):
-    huser = hdfs_huser
+        spark, hdfs_local, hdfs_huser, sample, tmp_path):
+    huser, log = hdfs_huser, tmp_path / "stream.log"
     files = land(open_store(huser, webhdfs=hdfs_local.http_url), sample, 8, "nf")
     make_model(spark, huser, 4, "ae-v1")
 
-    proc = _stream_cli(huser)
+    proc = _stream_cli(huser, log)
     deadline = time.monotonic() + 300
     try:
         while len(_committed_batches(spark, huser)) < 2:
-            assert proc.poll() is None, proc.stdout.read().decode(errors="replace")[-3000:]
+            assert proc.poll() is None, log.read_text(errors="replace")[-3000:]
             assert time.monotonic() < deadline, "the stream committed no batches in 300 s"
             time.sleep(0.5)
     finally:
@@ -181,9 +184,9 @@ def test_killed_mid_stream_the_restart_from_the_hdfs_checkpoint_scores_every_flo
     done_at_kill = len(_committed_batches(spark, huser))
     assert done_at_kill < len(files), "the stream finished before it was killed: nothing was tested"
 
-    again = _stream_cli(huser, "--available-now")
-    log = again.communicate(timeout=600)[0].decode(errors="replace")
-    assert again.returncode == 0, log[-3000:]
+    again = _stream_cli(huser, log, "--available-now")
+    assert again.wait(timeout=600) == 0, log.read_text(errors="replace")[-3000:]
+    assert "batch" in log.read_text()  # it said what it did
 
     out = streamed(spark, huser, DAY)
     assert out.count() == sum(files)
