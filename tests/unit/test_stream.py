@@ -23,7 +23,7 @@ from spot_ae_job.features import FEATURE_COLUMNS, N_FEATURES, Scaler, add_featur
 from spot_ae_job.ingest.nfdump import Decoded, decode_file
 from spot_ae_job.ingest.store import open_store
 from spot_ae_job.ingest.watcher import commit_decoded
-from spot_ae_job.mlops import models_location
+from spot_ae_job.mlops import models_location, read_day, validate_rows, write_results
 from spot_ae_job.model import HIDDEN, AEModel
 from spot_ae_job.oa.results import Results
 from spot_ae_job.oa.storage import open_storage
@@ -132,13 +132,25 @@ def test_landed_files_are_scored_once_each_and_a_new_model_takes_over_from_the_n
 def test_a_rerun_of_the_same_batch_id_replaces_its_output(spark, tmp_path, sample):
     huser = f"file://{tmp_path}/spot"
     land(open_store(huser), sample, 1, "nf")
-    make_model(spark, huser, 3, "ae-v1")
+    model = make_model(spark, huser, 3, "ae-v1")
     scorer = BatchScorer(huser, ModelFollower(spark, huser, say=lambda _: None), say=lambda _: None)
     batch = spark.read.parquet(flow_table_location(huser))
     scorer(batch, 7)
     scorer(batch, 7)  # what a restart does with a batch the checkpoint had not committed
     assert streamed(spark, huser, DAY).count() == sample.flows.num_rows
     assert {r[0] for r in streamed(spark, huser, DAY).select("batch").distinct().collect()} == {7}
+
+    # A batch run of the same day afterwards: the OA merges both lists, re-ranked by score.
+    n_streamed = streamed(spark, huser, DAY, "suspicious").count()
+    good, rejects = validate_rows(read_day(spark, huser, DAY))
+    run = write_results(spark, model.score(good), rejects, model, DAY, huser, progress=lambda _: None)
+    t = Results(open_storage(huser)).table(DAY)
+    assert len(t) == run.suspicious + n_streamed and n_streamed > 0
+    assert list(t["score"]) == sorted(t["score"], reverse=True) and list(t["rank"]) == list(range(1, len(t) + 1))
+    assert set(t["model_version"]) == {"ae-v1"}
+    # A streamed batch without Spark's _SUCCESS (being written, or left by a crash) is not shown.
+    os.remove(f"{stream_location(DAY, huser).removeprefix('file://')}/suspicious/batch=7/_SUCCESS")
+    assert len(Results(open_storage(huser)).table(DAY)) == run.suspicious
 
 
 def test_without_a_model_the_stream_waits_and_says_why(spark, tmp_path):
