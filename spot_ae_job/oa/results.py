@@ -7,9 +7,10 @@ request instead of being re-read from HDFS.
 
 Streamed results (spot_ae_job/stream.py) live beside a day's batch results, under
 `stream/suspicious/batch=N/` (flagged flows) and `stream/all_scores/batch=N/`. A day is listed if
-either exists; its suspicious list is the batch run's flows plus the streamed ones (every row with
-the `model_version` that scored it), most suspicious first. A batch directory counts only once
-Spark's `_SUCCESS` marker is in it, and each one is parsed once (it never changes after that).
+either exists. Until a batch run exists for the day, its suspicious list is the streamed flagged
+flows (each row with the `model_version` that scored it), most suspicious first; a batch run
+re-scores the whole day, so once it exists its list is the day's list (no flow twice). A streamed
+batch counts only once Spark's `_SUCCESS` marker is in it, and each is parsed once.
 """
 from __future__ import annotations
 
@@ -181,18 +182,19 @@ class Results:
     def table(self, day: str) -> pd.DataFrame:
         rel = f"{self._day_dir(day)}/scores/flow_results.csv"
         st = self.storage.stat(rel)
-        entries = self._stream_entries(day)
+        entries = self._stream_entries(day) if st is None else []
         if st is None and not entries:
             raise NotFound(f"no results for {day}")
-        key = ((st.mtime_ms, st.size) if st else None, tuple((e.name, e.mtime_ms) for e in entries))
+        key = (st.mtime_ms, st.size) if st else tuple((e.name, e.mtime_ms) for e in entries)
         with self._lock:
             hit = self._cache.get(day)
             if hit and hit.key == key:
                 self._cache.move_to_end(day)
                 return hit.frame
-        frame = self._parse_results(day, self.storage.read(rel)) if st else None
-        if entries:
-            frame = self._merge_streamed(day, frame, entries)
+        if st is not None:  # a batch run re-scored the whole day: its list is the day's list
+            frame = self._parse_results(day, self.storage.read(rel))
+        else:
+            frame = self._streamed_table(day, entries)
         with self._lock:
             self._cache[day] = DayTable(key, frame)
             self._cache.move_to_end(day)
@@ -200,19 +202,13 @@ class Results:
                 self._cache.popitem(last=False)
         return frame
 
-    def _merge_streamed(self, day: str, batch: pd.DataFrame | None, entries: list[Entry]) -> pd.DataFrame:
-        """The batch run's list plus the streamed flagged flows, re-ranked by score. The stream
-        scores with the autoencoder (higher = more suspicious); a day whose batch run used a
-        lower-is-suspicious model (LDA) keeps its own list, as the scores do not compare."""
-        run = self._run_json(day) if batch is not None else {}
+    def _streamed_table(self, day: str, entries: list[Entry]) -> pd.DataFrame:
+        """The streamed flagged flows of a day, most suspicious first (the stream scores with the
+        autoencoder: higher = more suspicious), ranked 1..n."""
         streamed = self._streamed(day, entries)
-        if streamed is None or not run.get("higher_is_suspicious", True):
-            return batch if batch is not None else self._parse_results(day, ",".join(RESULT_COLUMNS).encode() + b"\n")
-        parts = [streamed]
-        if batch is not None:
-            parts.insert(0, batch.drop(columns=[RANK]).assign(**{MODEL_VERSION: run.get("model_version")}))
-        df = pd.concat(parts, ignore_index=True).sort_values(SCORE, ascending=False, kind="stable")
-        df = df.reset_index(drop=True)
+        if streamed is None:
+            return self._parse_results(day, ",".join(RESULT_COLUMNS).encode() + b"\n")
+        df = streamed.sort_values(SCORE, ascending=False, kind="stable").reset_index(drop=True)
         df.insert(0, RANK, np.arange(1, len(df) + 1, dtype=np.int64))
         return df
 
@@ -236,8 +232,9 @@ class Results:
     def connection(self, day: str, sip: str, dip: str) -> list[dict]:
         """Every flow of the day between two IPs, both directions, from all_scores/ Parquet."""
         parts = self._parts(f"{self._day_dir(day)}/all_scores")
-        for d in self._committed_batch_dirs(day, STREAM_ALL_SCORES):
-            parts += self._parts(d)
+        if not parts:  # no batch run: the streamed flows
+            for d in self._committed_batch_dirs(day, STREAM_ALL_SCORES):
+                parts += self._parts(d)
         if not parts:
             raise NotFound(f"no all_scores for {day}")
         tables = []
@@ -288,10 +285,11 @@ class Results:
         run = self._run_json(day)
         if not run:
             if self._stream_entries(day):  # scored by the stream only so far
-                versions = sorted({v for v in self.table(day)[MODEL_VERSION].dropna()})
+                t = self.table(day)
+                versions = sorted(set(t[MODEL_VERSION].dropna())) if MODEL_VERSION in t else []
                 return {"day": day, "model": "ae", "model_version": versions[-1] if versions else None,
                         "model_versions": versions, "streamed": True, "higher_is_suspicious": True,
-                        "suspicious": int(len(self.table(day)))}
+                        "suspicious": int(len(t))}
             raise NotFound(f"no run.json for {day}")
         keys = ["day", "model", "model_version", "threshold", "threshold_mode", "higher_is_suspicious",
                 "flows_scored", "suspicious", "written", "rejected", "training_day", "created",
