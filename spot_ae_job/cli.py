@@ -111,6 +111,15 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--data", default=None, help="folder of CIC-IDS2018 CSVs (default: the bundled excerpt)")
     p.add_argument("--day", default="20180216", help="day of the excerpt to train and score")
 
+    p = sub.add_parser("stream", help="score flows continuously as they land (Spark Structured Streaming)")
+    _common(p)
+    p.add_argument("--checkpoint", default=None, help="the query's checkpoint URI (default {huser}/flow/stream_checkpoint; on HDFS in the cluster)")
+    p.add_argument("--trigger-seconds", type=float, default=float(os.environ.get("SPOT_AE_STREAM_TRIGGER", 10)), help="micro-batch interval (default 10)")
+    p.add_argument("--max-files-per-trigger", type=int, default=100, help="at most this many new flow files per micro-batch (default 100)")
+    p.add_argument("--model-poll-seconds", type=float, default=30.0, help="while no model exists, look again this often")
+    p.add_argument("--available-now", action="store_true", help="score every flow file not scored yet, then stop")
+    p.add_argument("--conf", action="append", default=[], metavar="KEY=VALUE", help="a Spark setting for this long-running application (e.g. a smaller executor than batch jobs)")
+
     for name in DELEGATED:
         sub.add_parser(name, help=f"see `spot-ae {name} --help`", add_help=False)
     return ap
@@ -294,7 +303,32 @@ def cmd_demo(args) -> int:
     return 0
 
 
-COMMANDS = {"load-csv": cmd_load_csv, "train": cmd_train, "score": cmd_score, "ml-ops": cmd_ml_ops, "demo": cmd_demo}
+def cmd_stream(args) -> int:
+    from spot_ae_job import stream
+    from spot_ae_job.fsutil import to_uri
+    from spot_ae_job.spark import session
+
+    if args.trigger_seconds <= 0 or args.max_files_per_trigger < 1:
+        raise SpotAEError("--trigger-seconds must be > 0 and --max-files-per-trigger >= 1")
+    conf = dict(c.split("=", 1) for c in args.conf if "=" in c)
+    if len(conf) != len(args.conf):
+        raise SpotAEError("--conf takes KEY=VALUE")
+    spark = session(args.master, app=stream.APP_NAME, extra=conf)
+    opts = stream.StreamOptions(
+        huser=to_uri(args.huser), checkpoint=args.checkpoint, trigger_seconds=args.trigger_seconds,
+        max_files_per_trigger=args.max_files_per_trigger, model_poll_seconds=args.model_poll_seconds,
+        available_now=args.available_now,
+    )
+    query = stream.start(spark, opts, say=_say)
+    try:
+        query.awaitTermination()
+    except KeyboardInterrupt:
+        _say("stopping (the checkpoint keeps the position: a restart resumes there)")
+        query.stop()
+    return 0
+
+
+COMMANDS = {"stream": cmd_stream, "load-csv": cmd_load_csv, "train": cmd_train, "score": cmd_score, "ml-ops": cmd_ml_ops, "demo": cmd_demo}
 
 
 def _run(fn, args) -> int:

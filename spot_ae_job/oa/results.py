@@ -4,6 +4,13 @@ Everything here takes a *validated* day (see validate.py) and builds storage pat
 user text ever becomes part of a path. The suspicious-connects list is parsed once per
 (day, file mtime, size) and cached: a 100k-row day is then filtered and sorted in memory per
 request instead of being re-read from HDFS.
+
+Streamed results (spot_ae_job/stream.py) live beside a day's batch results, under
+`stream/suspicious/batch=N/` (flagged flows) and `stream/all_scores/batch=N/`. A day is listed if
+either exists. Until a batch run exists for the day, its suspicious list is the streamed flagged
+flows (each row with the `model_version` that scored it), most suspicious first; a batch run
+re-scores the whole day, so once it exists its list is the day's list (no flow twice). A streamed
+batch counts only once Spark's `_SUCCESS` marker is in it, and each is parsed once.
 """
 from __future__ import annotations
 
@@ -29,6 +36,9 @@ from spot_ae_job.schema import FEEDBACK_COLUMNS, FLOW_SCHEMA, RESULT_COLUMNS
 
 SCORE = "score"
 RANK = "rank"
+MODEL_VERSION = "model_version"
+STREAM_SUSPICIOUS = "stream/suspicious"
+STREAM_ALL_SCORES = "stream/all_scores"
 
 # floats as float64: the CSV text is the value (a float32 round trip would add noise digits)
 _ARROW = {T.StringType: pa.string(), T.LongType: pa.int64(), T.IntegerType: pa.int32(), T.FloatType: pa.float64()}
@@ -85,6 +95,7 @@ class Results:
         self._cache: OrderedDict[str, DayTable] = OrderedDict()
         self._cache_days = cache_days
         self._lock = threading.Lock()
+        self._batches: dict[tuple[str, str, int], pd.DataFrame] = {}  # (day, batch dir, mtime) -> rows
 
     # -- days ------------------------------------------------------------------------------
     @staticmethod
@@ -100,21 +111,65 @@ class Results:
             if not (e.is_dir and DAY_RE.match(e.name)):
                 continue
             csv_entry = self.storage.stat(f"scored_results/{e.name}/scores/flow_results.csv")
-            if csv_entry is None:
+            streamed = bool(self._stream_entries(e.name))
+            if csv_entry is None and not streamed:
                 continue
-            run = self._run_json(e.name)
+            run = self._run_json(e.name) if csv_entry is not None else {}
             out.append({
                 "day": e.name,
-                "model": run.get("model"),
+                "model": run.get("model", "ae" if streamed else None),
                 "flows_scored": run.get("flows_scored"),
                 "suspicious": run.get("suspicious"),
                 "threshold": run.get("threshold"),
                 "created": run.get("created"),
+                "streamed": streamed,
             })
         return sorted(out, key=lambda d: d["day"], reverse=True)
 
     def has_day(self, day: str) -> bool:
-        return self.storage.stat(f"{self._day_dir(day)}/scores/flow_results.csv") is not None
+        return self.storage.stat(f"{self._day_dir(day)}/scores/flow_results.csv") is not None \
+            or bool(self._stream_entries(day))
+
+    def _stream_entries(self, day: str) -> list[Entry]:
+        return [e for e in self.storage.list(f"{self._day_dir(day)}/{STREAM_SUSPICIOUS}")
+                if e.is_dir and e.name.startswith("batch=")]
+
+    def _committed_batch_dirs(self, day: str, sub: str) -> list[str]:
+        """Relative paths of the streamed batch directories of `sub` that Spark has committed."""
+        root = f"{self._day_dir(day)}/{sub}"
+        return [f"{root}/{e.name}" for e in self.storage.list(root)
+                if e.is_dir and e.name.startswith("batch=") and self.storage.stat(f"{root}/{e.name}/_SUCCESS") is not None]
+
+    def _parts(self, rel_dir: str) -> list[str]:
+        return [f"{rel_dir}/{e.name}" for e in self.storage.list(rel_dir)
+                if not e.is_dir and e.name.endswith(".parquet") and not e.name.startswith((".", "_"))]
+
+    def _streamed(self, day: str, entries: list[Entry]) -> pd.DataFrame | None:
+        """The flagged flows of every committed streamed batch of the day (each parsed once)."""
+        root = f"{self._day_dir(day)}/{STREAM_SUSPICIOUS}"
+        frames, keep = [], set()
+        for e in entries:
+            key = (day, e.name, e.mtime_ms)
+            keep.add(key)
+            hit = self._batches.get(key)
+            if hit is None:
+                if self.storage.stat(f"{root}/{e.name}/_SUCCESS") is None:
+                    continue  # being written (or left by a crash that the stream will redo)
+                tables = []
+                for rel in self._parts(f"{root}/{e.name}"):
+                    with self.storage.open(rel) as f:
+                        tables.append(pq.read_table(f, columns=[*RESULT_COLUMNS, MODEL_VERSION]))
+                cols = {c: pd.Series(dtype="float64" if c == SCORE else "object") for c in [*RESULT_COLUMNS, MODEL_VERSION]}
+                hit = pa.concat_tables(tables).to_pandas() if tables else pd.DataFrame(cols)
+                with self._lock:
+                    self._batches[key] = hit
+            frames.append(hit)
+        with self._lock:
+            for k in [k for k in self._batches if k[0] == day and k not in keep]:
+                del self._batches[k]
+        if not frames:
+            return None
+        return pd.concat(frames, ignore_index=True)
 
     def _run_json(self, day: str) -> dict:
         rel = f"{self._day_dir(day)}/run.json"
@@ -130,21 +185,35 @@ class Results:
     def table(self, day: str) -> pd.DataFrame:
         rel = f"{self._day_dir(day)}/scores/flow_results.csv"
         st = self.storage.stat(rel)
-        if st is None:
+        entries = self._stream_entries(day) if st is None else []
+        if st is None and not entries:
             raise NotFound(f"no results for {day}")
-        key = (st.mtime_ms, st.size)
+        key = (st.mtime_ms, st.size) if st else tuple((e.name, e.mtime_ms) for e in entries)
         with self._lock:
             hit = self._cache.get(day)
             if hit and hit.key == key:
                 self._cache.move_to_end(day)
                 return hit.frame
-        frame = self._parse_results(day, self.storage.read(rel))
+        if st is not None:  # a batch run re-scored the whole day: its list is the day's list
+            frame = self._parse_results(day, self.storage.read(rel))
+        else:
+            frame = self._streamed_table(day, entries)
         with self._lock:
             self._cache[day] = DayTable(key, frame)
             self._cache.move_to_end(day)
             while len(self._cache) > self._cache_days:
                 self._cache.popitem(last=False)
         return frame
+
+    def _streamed_table(self, day: str, entries: list[Entry]) -> pd.DataFrame:
+        """The streamed flagged flows of a day, most suspicious first (the stream scores with the
+        autoencoder: higher = more suspicious), ranked 1..n."""
+        streamed = self._streamed(day, entries)
+        if streamed is None:
+            return self._parse_results(day, ",".join(RESULT_COLUMNS).encode() + b"\n")
+        df = streamed.sort_values(SCORE, ascending=False, kind="stable").reset_index(drop=True)
+        df.insert(0, RANK, np.arange(1, len(df) + 1, dtype=np.int64))
+        return df
 
     @staticmethod
     def _parse_results(day: str, data: bytes) -> pd.DataFrame:
@@ -167,15 +236,17 @@ class Results:
     # -- connection details ------------------------------------------------------------------
     def connection(self, day: str, sip: str, dip: str) -> list[dict]:
         """Every flow of the day between two IPs, both directions, from all_scores/ Parquet."""
-        root = f"{self._day_dir(day)}/all_scores"
-        parts = [e for e in self.storage.list(root) if not e.is_dir and e.name.endswith(".parquet") and not e.name.startswith((".", "_"))]
+        parts = self._parts(f"{self._day_dir(day)}/all_scores")
+        if not parts:  # no batch run: the streamed flows
+            for d in self._committed_batch_dirs(day, STREAM_ALL_SCORES):
+                parts += self._parts(d)
         if not parts:
             raise NotFound(f"no all_scores for {day}")
         tables = []
-        for e in parts:
-            with self.storage.open(f"{root}/{e.name}") as f:
+        for rel in parts:
+            with self.storage.open(rel) as f:
                 pf = pq.ParquetFile(f)
-                cols = [c for c in DETAIL_COLUMNS if c in pf.schema_arrow.names]
+                cols = [c for c in [*DETAIL_COLUMNS, MODEL_VERSION] if c in pf.schema_arrow.names]
                 # read the two IP columns first; the other columns only of row groups that match
                 for i in range(pf.num_row_groups):
                     ips = pf.read_row_group(i, columns=["sip", "dip"])
@@ -218,6 +289,12 @@ class Results:
             raise NotFound(f"no results for {day}")
         run = self._run_json(day)
         if not run:
+            if self._stream_entries(day):  # scored by the stream only so far
+                t = self.table(day)
+                versions = sorted(set(t[MODEL_VERSION].dropna())) if MODEL_VERSION in t else []
+                return {"day": day, "model": "ae", "model_version": versions[-1] if versions else None,
+                        "model_versions": versions, "streamed": True, "higher_is_suspicious": True,
+                        "suspicious": int(len(t))}
             raise NotFound(f"no run.json for {day}")
         keys = ["day", "model", "model_version", "threshold", "threshold_mode", "higher_is_suspicious",
                 "flows_scored", "suspicious", "written", "rejected", "training_day", "created",

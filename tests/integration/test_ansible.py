@@ -268,6 +268,19 @@ def test_ingest_and_oa_run_as_services(site):
 
 
 @pytest.mark.docker
+def test_continuous_scoring_runs_as_a_unit_and_a_yarn_application(site):
+    assert run(["docker", "exec", site.container("node2"), "systemctl", "is-active", "spot-stream"],
+               check=False).stdout.strip() == "active"
+    deadline = time.monotonic() + 300
+    while True:  # the unit starts before the NodeManager play: its application may still wait for YARN
+        apps = (get_json(site.url("node1", 8088, "/ws/v1/cluster/apps?states=RUNNING"))["apps"] or {}).get("app", [])
+        if any(a["name"] == "spot-ae-stream" and a["user"] == "spot" for a in apps) or time.monotonic() > deadline:
+            break
+        time.sleep(5)
+    assert [a["name"] for a in apps if a["name"] == "spot-ae-stream"] == ["spot-ae-stream"]
+
+
+@pytest.mark.docker
 def test_the_ae_job_scores_an_excerpt_day_on_the_deployed_yarn(site, data_dir):
     csv_path = data_dir / EXCERPT
     assert csv_path.is_file()
@@ -315,7 +328,7 @@ def test_a_yarn_setting_change_restarts_only_the_yarn_daemons(site):
                                 "--value", u]).stdout.strip() for node, us in units.items() for u in us}
 
     before = pids()
-    memory = "6144"  # config/hadoop.env says 8192
+    memory = "6144"  # config/hadoop.env says 10752
     override = json.dumps({"common_hadoop_settings": {"YARN-SITE.XML_yarn.nodemanager.resource.memory-mb": memory}})
     site.playbook_cmd = site.playbook_cmd + ["-e", override]
     third, seconds = site.playbook()
