@@ -50,7 +50,7 @@ def score_features(model, df: DataFrame) -> DataFrame:
 
 def score_flows(model, flows: DataFrame) -> DataFrame:
     """Flow-table rows (plus any extra columns, e.g. labels) -> the same rows + `score`."""
-    return score_features(model, add_features(flows))
+    return score_features(model, model.features(flows))
 
 
 def flag_suspicious(scored: DataFrame, threshold: float, higher_is_suspicious: bool = True) -> DataFrame:
