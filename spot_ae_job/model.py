@@ -136,13 +136,17 @@ def variant_columns(variant: str = "ae") -> list[str]:
 
 
 def variant_features(flows: DataFrame, variant: str = "ae") -> DataFrame:
-    """Flow rows -> + the variant's unscaled input columns (the 18, plus the context for ae-context)."""
-    variant_columns(variant)
-    feats = add_features(flows)
-    if variant == "ae-context":
-        from spot_ae_job.context import add_context
+    """Flow rows -> + the variant's unscaled input columns (the 18, plus the context for ae-context).
 
-        feats = add_context(feats)
+    Columns already present are kept, not recomputed: the evaluation computes the context over a
+    whole day's flows (attacks included, as scoring sees them) and then trains on the benign ones."""
+    variant_columns(variant)
+    feats = flows if all(c in flows.columns for c in FEATURE_COLUMNS) else add_features(flows)
+    if variant == "ae-context":
+        from spot_ae_job.context import CONTEXT_COLUMNS, add_context
+
+        if not all(c in feats.columns for c in CONTEXT_COLUMNS):
+            feats = add_context(feats)
     return feats
 
 
