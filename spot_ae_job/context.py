@@ -43,13 +43,19 @@ def raw_context(flows: DataFrame, window_seconds: int = WINDOW_SECONDS) -> DataF
     has_ctx = F.col("sip").isNotNull() & F.col("unix_tstamp").isNotNull()
     w = Window.partitionBy("sip").orderBy(F.col("unix_tstamp")).rangeBetween(-window_seconds, 0)
     fail = failed()
-    return flows.select(
+    windowed = flows.where(has_ctx).select(
         "*",
-        F.when(has_ctx, F.count(F.lit(1)).over(w)).otherwise(F.lit(1)).alias("ctx_flows"),
-        F.when(has_ctx, F.size(F.collect_set(F.coalesce(F.col("dport"), F.lit(-1))).over(w))).otherwise(F.lit(1)).alias("ctx_dports"),
-        F.when(has_ctx, F.size(F.collect_set(F.coalesce(F.col("dip"), F.lit(""))).over(w))).otherwise(F.lit(1)).alias("ctx_dips"),
-        F.when(has_ctx, F.avg(fail).over(w)).otherwise(fail).alias("ctx_failed"),
+        F.count(F.lit(1)).over(w).alias("ctx_flows"),
+        F.size(F.collect_set(F.coalesce(F.col("dport"), F.lit(-1))).over(w)).alias("ctx_dports"),
+        F.size(F.collect_set(F.coalesce(F.col("dip"), F.lit(""))).over(w)).alias("ctx_dips"),
+        F.avg(fail).over(w).alias("ctx_failed"),
     )
+    # rows without context never enter the window: all of them would share one null key and one
+    # frame (every row a peer of every other), quadratic on a file without IPs
+    alone = flows.where(~has_ctx).select(
+        "*", F.lit(1).cast("long").alias("ctx_flows"), F.lit(1).alias("ctx_dports"), F.lit(1).alias("ctx_dips"),
+        fail.alias("ctx_failed"))
+    return windowed.unionByName(alone)
 
 
 def add_context(flows: DataFrame, window_seconds: int = WINDOW_SECONDS) -> DataFrame:
