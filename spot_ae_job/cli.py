@@ -14,7 +14,8 @@ from pathlib import Path
 
 from spot_ae_job.errors import SpotAEError
 
-DELEGATED = {"ingest": "spot_ae_job.ingest.cli", "oa": "spot_ae_job.oa.cli", "evaluate": "spot_ae_job.evaluate"}
+DELEGATED = {"ingest": "spot_ae_job.ingest.cli", "oa": "spot_ae_job.oa.cli", "evaluate": "spot_ae_job.evaluate",
+             "cross-check": "spot_ae_job.crosscheck"}
 
 
 def default_huser() -> str:
@@ -41,6 +42,8 @@ def _training(p: argparse.ArgumentParser) -> None:
     p.add_argument("--epochs", type=int, default=90, help="training epochs (paper: 90)")
     p.add_argument("--batch-size", type=int, default=32, help="Keras batch size (Keras' default)")
     p.add_argument("--dupfactor", type=int, default=None, help="copies of each low-risk feedback flow (Spot: 1000)")
+    p.add_argument("--model", choices=["ae", "ae-context", "lda"], default="ae",
+                   help="ae: the paper's autoencoder (default); ae-context: + per-host 60 s window features; lda: Spot's")
 
 
 def _threshold_args(p: argparse.ArgumentParser, scoring: bool = False) -> None:
@@ -134,7 +137,6 @@ def _ml_ops_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("positional", nargs="*", metavar="MAXRESULTS TOL", help="Spot's documented order: MAXRESULTS then TOL")
     p.add_argument("--max-results", type=int, default=None, help="write at most this many suspicious flows")
     p.add_argument("--tol", type=float, default=None, help="threshold override (AE: flows scoring above it)")
-    p.add_argument("--model", choices=["ae", "lda"], default="ae")
     p.add_argument("--model-version", default=None, help="score with this saved model (or 'latest') instead of training on the day")
 
 
@@ -204,6 +206,7 @@ def _train_for_day(spark, args, huser: str, day: str):
     return train_autoencoder(
         base, held_out=held, threshold_mode=mode or thresholds.P95, threshold_value=value,
         epochs=args.epochs, batch_size=args.batch_size, training_day=day, progress=_say,
+        variant=args.model,
         extra_meta={"feedback_flows": 0 if fb is None else fb.count(), "dupfactor": dup},
     )
 
@@ -230,6 +233,8 @@ def cmd_train(args) -> int:
     from spot_ae_job.mlops import models_location, parse_day
 
     parse_day(args.day)
+    if args.model == "lda":
+        raise SpotAEError("`spot-ae train` trains an autoencoder (ae, ae-context); Spot's LDA trains in `ml-ops --model lda`")
     spark = _spark(args)
     huser = to_uri(args.huser)
     model = _train_for_day(spark, args, huser, args.day)
@@ -297,7 +302,7 @@ def cmd_demo(args) -> int:
     args.day = None
     cmd_load_csv(args)
     args.day, args.positional, args.max_results, args.tol = day, [], None, None
-    args.model, args.model_version, args.type = "ae", None, "flow"
+    args.model_version, args.type = None, "flow"
     cmd_ml_ops(args)
     _say(f"demo done: open {args.huser}/flow/scored_results/{day}/scores/flow_results.csv")
     return 0

@@ -105,20 +105,31 @@ def add_features(df: DataFrame) -> DataFrame:
 
 @dataclass(frozen=True)
 class Scaler:
-    """Min-max to [-1, 1], fitted on training rows; a constant feature maps to 0."""
+    """Min-max to [-1, 1], fitted on training rows; a constant feature maps to 0.
+
+    It carries the names of the columns it was fitted on (the 18 by default, more for a variant
+    such as `ae-context`), so a saved model says which inputs its weights expect. Models saved
+    before the list was generalised hold exactly the 18 and load unchanged."""
 
     minimum: np.ndarray
     maximum: np.ndarray
+    columns: tuple[str, ...] = tuple(FEATURE_COLUMNS)
 
     @classmethod
-    def fit(cls, features_df: DataFrame) -> "Scaler":
-        aggs = [F.min(c).alias("min_" + c) for c in FEATURE_COLUMNS] + [F.max(c).alias("max_" + c) for c in FEATURE_COLUMNS]
+    def fit(cls, features_df: DataFrame, columns: list[str] | None = None) -> "Scaler":
+        cols = list(columns or FEATURE_COLUMNS)
+        aggs = [F.min(c).alias("min_" + c) for c in cols] + [F.max(c).alias("max_" + c) for c in cols]
         row = features_df.agg(*aggs).first()
-        if row is None or row["min_" + FEATURE_COLUMNS[0]] is None:
+        if row is None or row["min_" + cols[0]] is None:
             raise ValueError("cannot fit the scaler on zero rows")
-        lo = np.array([row["min_" + c] for c in FEATURE_COLUMNS], dtype=np.float64)
-        hi = np.array([row["max_" + c] for c in FEATURE_COLUMNS], dtype=np.float64)
-        return cls(lo, hi)
+        lo = np.array([row["min_" + c] for c in cols], dtype=np.float64)
+        hi = np.array([row["max_" + c] for c in cols], dtype=np.float64)
+        return cls(lo, hi, tuple(cols))
+
+    @property
+    def features(self) -> list[str]:
+        """Feature names without the column prefix, as model.json records them."""
+        return [c[len(FEATURE_PREFIX):] if c.startswith(FEATURE_PREFIX) else c for c in self.columns]
 
     @property
     def scale(self) -> np.ndarray:
@@ -135,13 +146,19 @@ class Scaler:
         return (x * self.scale + self.offset).astype(np.float32)
 
     def to_json(self) -> dict:
-        return {"features": FEATURES, "min": self.minimum.tolist(), "max": self.maximum.tolist()}
+        return {"features": self.features, "min": self.minimum.tolist(), "max": self.maximum.tolist()}
 
     @classmethod
     def from_json(cls, d: dict) -> "Scaler":
-        if d["features"] != FEATURES:
-            raise ValueError(f"model was trained on features {d['features']}, this code computes {FEATURES}")
-        return cls(np.array(d["min"], dtype=np.float64), np.array(d["max"], dtype=np.float64))
+        from spot_ae_job.context import CONTEXT_FEATURES  # the only other features this code computes
+
+        names = list(d.get("features") or FEATURES)
+        if names[: len(FEATURES)] != FEATURES or any(n not in CONTEXT_FEATURES for n in names[len(FEATURES):]):
+            raise ValueError(f"model was trained on features {names}, this code computes {FEATURES} (+ {CONTEXT_FEATURES})")
+        lo, hi = np.array(d["min"], dtype=np.float64), np.array(d["max"], dtype=np.float64)
+        if lo.shape != (len(names),) or hi.shape != (len(names),):
+            raise ValueError(f"scaler has {lo.size}/{hi.size} bounds for {len(names)} features")
+        return cls(lo, hi, tuple(FEATURE_PREFIX + n for n in names))
 
 
 def dumps(scaler: Scaler) -> str:

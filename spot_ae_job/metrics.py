@@ -225,8 +225,131 @@ def _curve_metrics(scored: DataFrame, gk: list[str], score_col: str, label_col: 
     return out
 
 
+def confusion_at(
+    df: DataFrame,
+    thresholds: dict[str, float],
+    *,
+    score_col: str = "score",
+    label_col: str = "is_attack",
+    higher_is_suspicious: bool = True,
+    group_col: str | Sequence[str] | None = None,
+) -> dict:
+    """The confusion matrix at several named thresholds in one Spark pass:
+    {group key tuple: {name: {tp, fp, tn, fn, accuracy, precision, recall, f1, fpr, alerts}}}.
+    Rows with a null score or label are not counted, as in `binary_metrics`."""
+    gk = _group_cols(group_col)
+    lab, sc = F.col(label_col), F.col(score_col)
+    ok = lab.isNotNull() & sc.isNotNull() & ~F.isnan(sc)
+    aggs, names = [], list(thresholds)
+    for i, name in enumerate(names):
+        t = F.lit(float(thresholds[name]))
+        flagged = (sc > t) if higher_is_suspicious else (sc < t)
+        for k, cond in (("tp", lab & flagged), ("fp", ~lab & flagged), ("tn", ~lab & ~flagged), ("fn", lab & ~flagged)):
+            aggs.append(F.sum(F.when(ok & cond, 1).otherwise(0)).alias(f"{k}_{i}"))
+    if not aggs:
+        return {}
+    out = {}
+    for r in df.groupBy(*gk).agg(*aggs).collect():
+        per = {}
+        for i, name in enumerate(names):
+            c = {k: int(r[f"{k}_{i}"]) for k in ("tp", "fp", "tn", "fn")}
+            per[name] = {**c, **rates(c), "alerts": c["tp"] + c["fp"]}
+        out[tuple(r[k] for k in gk)] = per
+    return out
+
+
+# ---------------------------------------------------------------- bootstrap intervals (driver, bounded)
+
+# "Enough rows" for a bootstrap interval: at least this many attacks and this many benign flows in
+# the group. Below it a resample often has a handful of one class and the interval says nothing.
+MIN_PER_CLASS = 30
+# Rows per class the bootstrap resamples at most (a seeded Spark sample beyond that): the interval of
+# a larger group is then that of a 20k-per-class subsample, i.e. wider than the truth (conservative).
+MAX_PER_CLASS = 20_000
+
+
+def _weighted_curve_metrics(order_groups: np.ndarray, y_sorted: np.ndarray, w: np.ndarray) -> tuple[float, float]:
+    """ROC-AUC and average precision of rows already sorted most-suspicious first, each counted w
+    times; `order_groups` are the start indices of runs of tied scores (ties share a threshold)."""
+    tp = np.add.reduceat(np.where(y_sorted, w, 0), order_groups).astype(float)
+    fp = np.add.reduceat(np.where(y_sorted, 0, w), order_groups).astype(float)
+    ctp, cfp = np.cumsum(tp), np.cumsum(fp)
+    P, N = ctp[-1], cfp[-1]
+    if P == 0 or N == 0:
+        return float("nan"), float("nan")
+    auc = float(np.sum(fp * (2 * ctp - tp)) / (2 * P * N))
+    ap = float(np.sum(tp / P * ctp / np.maximum(ctp + cfp, 1)))
+    return auc, ap
+
+
+def bootstrap_auc(y_true, scores, higher_is_suspicious: bool = True, n_boot: int = 200, seed: int = 7,
+                  level: float = 0.95) -> dict:
+    """Percentile bootstrap intervals for ROC-AUC and PR-AUC (average precision), resampling attacks
+    and benign flows separately (each class keeps its size, so every resample has both). NaN
+    bounds when the rows are fewer than MIN_PER_CLASS of either class."""
+    y = np.asarray(y_true, bool)
+    s = np.asarray(scores, float)
+    s = s if higher_is_suspicious else -s
+    nan = {"roc_auc_lo": float("nan"), "roc_auc_hi": float("nan"), "pr_auc_lo": float("nan"), "pr_auc_hi": float("nan")}
+    pos, neg = np.flatnonzero(y), np.flatnonzero(~y)
+    if len(pos) < MIN_PER_CLASS or len(neg) < MIN_PER_CLASS:
+        return nan
+    order = np.argsort(-s, kind="stable")
+    ys, ss = y[order], s[order]
+    starts = np.flatnonzero(np.r_[True, ss[1:] != ss[:-1]])
+    inv = np.empty_like(order)
+    inv[order] = np.arange(len(order))
+    rng = np.random.default_rng(seed)
+    aucs, aps = np.empty(n_boot), np.empty(n_boot)
+    for b in range(n_boot):
+        w = np.zeros(len(s), dtype=np.int64)
+        np.add.at(w, inv[rng.choice(pos, len(pos))], 1)
+        np.add.at(w, inv[rng.choice(neg, len(neg))], 1)
+        aucs[b], aps[b] = _weighted_curve_metrics(starts, ys, w)
+    lo, hi = 100 * (1 - level) / 2, 100 * (1 + level) / 2
+    return {"roc_auc_lo": float(np.percentile(aucs, lo)), "roc_auc_hi": float(np.percentile(aucs, hi)),
+            "pr_auc_lo": float(np.percentile(aps, lo)), "pr_auc_hi": float(np.percentile(aps, hi))}
+
+
+def bootstrap_intervals(
+    df: DataFrame,
+    *,
+    score_col: str = "score",
+    label_col: str = "is_attack",
+    higher_is_suspicious: bool = True,
+    group_col: str | Sequence[str] | None = None,
+    n_boot: int = 200,
+    seed: int = 7,
+) -> dict:
+    """{group key tuple: bootstrap_auc(...)} for the groups with enough rows of both classes.
+    At most MAX_PER_CLASS rows per class and group reach the driver (a seeded Spark sample)."""
+    gk = _group_cols(group_col)
+    lab, sc = F.col(label_col), F.col(score_col)
+    rows = df.where(lab.isNotNull() & sc.isNotNull() & ~F.isnan(sc))
+    counts = {(tuple(r[k] for k in gk), bool(r[label_col])): int(r["n"])
+              for r in rows.groupBy(*gk, label_col).count().withColumnRenamed("count", "n").collect()}
+    keys = {k for k, _ in counts}
+    enough = [k for k in keys if counts.get((k, True), 0) >= MIN_PER_CLASS and counts.get((k, False), 0) >= MIN_PER_CLASS]
+    if not enough:
+        return {}
+    keep = F.lit(False)
+    for k in enough:
+        match = F.lit(True)
+        for c, v in zip(gk, k):
+            match = match & (F.col(c) == F.lit(v))
+        for cls in (True, False):
+            frac = min(1.0, MAX_PER_CLASS / counts[(k, cls)])
+            keep = keep | (match & (lab == F.lit(cls)) & (F.rand(seed) < F.lit(frac)))
+    picked: dict = {}
+    for r in rows.where(keep).select(*gk, label_col, score_col).collect():
+        ys, ss = picked.setdefault(tuple(r[k] for k in gk), ([], []))
+        ys.append(bool(r[label_col]))
+        ss.append(float(r[score_col]))
+    return {k: bootstrap_auc(v[0], v[1], higher_is_suspicious, n_boot=n_boot, seed=seed) for k, v in picked.items()}
+
+
 def is_nan(x) -> bool:
     return isinstance(x, float) and math.isnan(x)
 
 
-__all__ = ["binary_metrics", "reference_metrics", "confusion", "rates", "roc_auc", "average_precision", "at_fpr", "DEFAULT_FPRS"]
+__all__ = ["binary_metrics", "confusion_at", "bootstrap_auc", "bootstrap_intervals", "MIN_PER_CLASS", "reference_metrics", "confusion", "rates", "roc_auc", "average_precision", "at_fpr", "DEFAULT_FPRS"]

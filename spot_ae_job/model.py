@@ -5,6 +5,11 @@ from the current weights and the driver averages the updates. We drive the epoch
 ourselves (one Elephas `fit(epochs=1)` per epoch, which is exactly what Elephas does
 internally) so that progress can be printed as it happens.
 
+Two variants share the family: `ae`, the paper's 18 per-flow metrics, and `ae-context`, the
+same network fed in addition the per-host windowed features of `context.py` (18 + 4 inputs).
+The model's scaler carries its input list, so scoring, saving and loading need no variant switch
+beyond `AEModel.features` (which computes those inputs from flow rows).
+
 A trained model is one versioned artifact directory: `model.json` (version, scaler, threshold
 with its mode and the held-out benign quantiles to re-fit it, drift reference bins, benign
 feature medians for explanations, training facts), `weights.npz` (the four arrays the
@@ -35,6 +40,7 @@ from spot_ae_job.features import FEATURE_COLUMNS, FEATURES, N_FEATURES, Scaler, 
 from spot_ae_job.schema import SCHEMA_VERSION
 
 HIDDEN = 12
+VARIANTS = ("ae", "ae-context")
 DEFAULT_EPOCHS = 90
 
 
@@ -55,7 +61,11 @@ class AEModel:
     meta: dict = field(default_factory=dict)
 
     higher_is_suspicious = True
-    kind = "ae"
+
+    @property
+    def kind(self) -> str:
+        """`ae` (the paper's) or `ae-context`; models saved before variants existed are `ae`."""
+        return self.meta.get("kind", "ae")
 
     @property
     def version(self) -> str:
@@ -64,7 +74,11 @@ class AEModel:
     @property
     def feature_columns(self) -> list[str]:
         """The f_* columns this model reads, in weight order (the scorer's one source)."""
-        return FEATURE_COLUMNS
+        return list(self.scaler.columns)
+
+    def features(self, flows: DataFrame) -> DataFrame:
+        """Flow rows -> the same rows + this model's unscaled input columns (feature_columns)."""
+        return variant_features(flows, self.kind)
 
     def score(self, flows: DataFrame) -> DataFrame:
         """Flow rows -> the same rows + `score`; the interface ml-ops shares with the LDA."""
@@ -77,7 +91,7 @@ class AEModel:
         return forward(self.weights, self.scaler.transform(raw_features))
 
     def keras(self):
-        net = build_network()
+        net = build_network(n_inputs=len(self.feature_columns))
         net.set_weights(self.weights)
         return net
 
@@ -110,16 +124,42 @@ class AEModel:
         return cls(weights, scaler, float(meta.pop("threshold")), meta)
 
 
-def build_network(seed: int | None = None):
+def variant_columns(variant: str = "ae") -> list[str]:
+    """The input columns of a variant, in weight order."""
+    if variant not in VARIANTS:
+        raise SpotAEError(f"unknown autoencoder variant {variant!r}; known: {', '.join(VARIANTS)}")
+    if variant == "ae-context":
+        from spot_ae_job.context import CONTEXT_COLUMNS
+
+        return FEATURE_COLUMNS + CONTEXT_COLUMNS
+    return list(FEATURE_COLUMNS)
+
+
+def variant_features(flows: DataFrame, variant: str = "ae") -> DataFrame:
+    """Flow rows -> + the variant's unscaled input columns (the 18, plus the context for ae-context).
+
+    Columns already present are kept, not recomputed: the evaluation computes the context over a
+    whole day's flows (attacks included, as scoring sees them) and then trains on the benign ones."""
+    variant_columns(variant)
+    feats = flows if all(c in flows.columns for c in FEATURE_COLUMNS) else add_features(flows)
+    if variant == "ae-context":
+        from spot_ae_job.context import CONTEXT_COLUMNS, add_context
+
+        if not all(c in feats.columns for c in CONTEXT_COLUMNS):
+            feats = add_context(feats)
+    return feats
+
+
+def build_network(seed: int | None = None, n_inputs: int = N_FEATURES):
     import keras
 
     if seed is not None:
         keras.utils.set_random_seed(seed)
     net = keras.Sequential(
         [
-            keras.Input(shape=(N_FEATURES,)),
+            keras.Input(shape=(n_inputs,)),
             keras.layers.Dense(HIDDEN, activation="tanh", name="encoder"),
-            keras.layers.Dense(N_FEATURES, name="decoder"),
+            keras.layers.Dense(n_inputs, name="decoder"),
         ],
         name="spot_ae",
     )
@@ -157,13 +197,15 @@ def train_autoencoder(
     threshold_value: float | None = None,
     flows_per_day: int | None = None,
     progress: Callable[[str], None] = print,
+    variant: str = "ae",
 ) -> AEModel:
     """Train on `flows` (flow-table rows the caller has already restricted to benign ones).
 
     The threshold is fitted on benign rows the network never saw: `held_out` if given (the
     caller split it off before adding anything that must not be held out, e.g. feedback
     copies), else a seeded `holdout` slice of `flows`. `flows_per_day` turns an
-    alerts-per-day budget into a fraction (default: the number of benign flows given)."""
+    alerts-per-day budget into a fraction (default: the number of benign flows given).
+    `variant="ae-context"` adds the per-host context inputs (computed over the rows as given)."""
     from elephas.spark_model import SparkModel
 
     spark = flows.sparkSession
@@ -171,13 +213,14 @@ def train_autoencoder(
     thresholds.flagged_fraction(threshold_mode, threshold_value, flows_per_day=flows_per_day or 1 << 62)  # fail fast
     if held_out is None:
         flows, held_out = thresholds.split_holdout(flows, holdout, seed)
-    feats = add_features(flows).select(*FEATURE_COLUMNS)
+    cols = variant_columns(variant)
+    feats = variant_features(flows, variant).select(*cols)
     n_all = feats.count()
     if n_all < 10:
         raise SpotAEError(f"need at least 10 benign training flows, got {n_all}")
     if n_all > max_rows:
         feats = feats.sample(fraction=max_rows / n_all, seed=seed)
-    scaler = Scaler.fit(feats)
+    scaler = Scaler.fit(feats, cols)
     workers = workers or max(1, spark.sparkContext.defaultParallelism)
     # Round-robin spread, then a seeded shuffle inside each partition: Keras' validation_split
     # takes the last 20% of each worker's rows, which must be a random 20%, not the latest flows.
@@ -186,7 +229,7 @@ def train_autoencoder(
     n_train = rdd.count()
     progress(f"training on {n_train} benign flows ({n_all} available), {workers} Elephas workers, {epochs} epochs")
 
-    net = build_network(seed)
+    net = build_network(seed, len(cols))
     sm = SparkModel(net, num_workers=None, batch_size=batch_size)
     history = []
     for epoch in range(1, epochs + 1):
@@ -204,29 +247,29 @@ def train_autoencoder(
 
     # Threshold: the chosen mode's quantile of the held-out benign rows' errors (never the
     # training rows': those reconstruct better than new benign traffic does).
-    model = AEModel(weights, scaler, threshold=float("nan"))
+    model = AEModel(weights, scaler, threshold=float("nan"), meta={"kind": variant})
     from spot_ae_job.score import score_features
 
-    held_scores = score_features(model, add_features(held_out).select(*FEATURE_COLUMNS)).cache()
+    held_scores = score_features(model, variant_features(held_out, variant).select(*cols)).cache()
     n_held = held_scores.count()
     per_day = flows_per_day or n_all + n_held
     model.threshold, thr_meta = thresholds.fit_on_held_out(
         held_scores, threshold_mode, threshold_value, flows_per_day=per_day, fraction=holdout, seed=seed,
     )
-    drift_ref = drift.reference(feats.toDF(*FEATURES), FEATURES)
+    drift_ref = drift.reference(feats.select(*FEATURE_COLUMNS).toDF(*FEATURES), FEATURES)
     drift_ref.update(drift.reference(held_scores, [drift.SCORE]))
     held_scores.unpersist()
     medians = explain.benign_medians(feats)
     digest = hashlib.sha256(b"".join(w.tobytes() for w in weights)).hexdigest()[:10]
     now = dt.datetime.now(dt.timezone.utc)
     model.meta = {
-        "version": f"ae-{now:%Y%m%dT%H%M%SZ}-{digest}",
-        "kind": "ae",
+        "version": f"{variant}-{now:%Y%m%dT%H%M%SZ}-{digest}",
+        "kind": variant,
         "created": now.isoformat(timespec="seconds"),
         "package_version": __version__,
         "schema_version": SCHEMA_VERSION,
-        "features": FEATURES,
-        "architecture": f"{N_FEATURES}-{HIDDEN}(tanh)-{N_FEATURES}",
+        "features": scaler.features,
+        "architecture": f"{len(cols)}-{HIDDEN}(tanh)-{len(cols)}",
         "epochs": epochs,
         "batch_size": batch_size,
         "validation_split": validation_split,

@@ -55,24 +55,17 @@ def score_features(model, df: DataFrame) -> DataFrame:
 def score_flows(model, flows: DataFrame) -> DataFrame:
     """Flow-table rows (plus any extra columns, e.g. labels) -> the same rows + `score`.
 
-    A model with inputs beyond the 18 (their columns already on `flows`) gets them appended
-    after the 18, in the model's order."""
+    The paper's model reads only the 9 input columns (features computed in the scorer's
+    batches). A variant with inputs beyond the 18 (ae-context) first adds them with its own
+    Spark step (`model.features`, window functions) and is scored from its feature columns."""
     cols = model.feature_columns
-    if cols[: len(FEATURE_COLUMNS)] != FEATURE_COLUMNS:
-        raise ValueError("a model's first inputs must be the 18 flow features, in order")
-    extra = cols[len(FEATURE_COLUMNS):]
-    missing = [c for c in FEATURE_INPUTS + extra if c not in flows.columns]
+    if cols != FEATURE_COLUMNS:
+        return score_features(model, model.features(flows))
+    missing = [c for c in FEATURE_INPUTS if c not in flows.columns]
     if missing:
         raise ValueError(f"missing columns for scoring: {missing}")
-
-    def features(inputs: pd.DataFrame) -> np.ndarray:
-        x = feature_matrix(inputs)
-        if extra:
-            x = np.hstack([x, inputs[extra].to_numpy(dtype=np.float32)])
-        return x
-
-    udf = _scorer_udf(model, features)
-    return flows.withColumn(SCORE, udf(F.struct(*FEATURE_INPUTS, *extra)))
+    udf = _scorer_udf(model, feature_matrix)
+    return flows.withColumn(SCORE, udf(F.struct(*FEATURE_INPUTS))).drop(*[c for c in cols if c in flows.columns])
 
 
 def flag_suspicious(scored: DataFrame, threshold: float, higher_is_suspicious: bool = True) -> DataFrame:

@@ -96,3 +96,46 @@ def test_spark_equals_numpy_per_group_across_many_sorted_partitions(spark, highe
         sel = [r for r in rows if r[0] == g["day"]]
         ref = metrics.reference_metrics([r[2] for r in sel], [r[1] for r in sel], 0.3, higher_is_suspicious=higher)
         _close(g, ref, ref.keys())
+
+
+def test_several_thresholds_in_one_pass_give_the_reference_confusion(spark):
+    df = spark.createDataFrame(list(zip(S, Y)) + [(None, True)], "score double, is_attack boolean")
+    got = metrics.confusion_at(df, {"low": 0.25, "mid": 0.5, "high": 0.85})[()]
+    for name, t in (("low", 0.25), ("mid", 0.5), ("high", 0.85)):
+        ref = metrics.confusion(Y, np.array(S) > t)
+        assert {k: got[name][k] for k in ref} == ref, name
+        assert got[name]["alerts"] == ref["tp"] + ref["fp"]
+    low = metrics.confusion_at(df, {"t": -0.5}, higher_is_suspicious=False)[()]["t"]  # nothing below -0.5
+    assert low["tp"] == 0 and low["fp"] == 0
+
+
+def test_bootstrap_interval_contains_the_point_estimate():
+    rng = np.random.default_rng(11)
+    y = rng.random(600) < 0.2
+    s = np.round(rng.normal(0, 1, 600) + 1.0 * y, 2)
+    ci = metrics.bootstrap_auc(y, s, n_boot=200, seed=1)
+    auc, ap = metrics.roc_auc(y, s), metrics.average_precision(y, s)
+    assert ci["roc_auc_lo"] < auc < ci["roc_auc_hi"] and ci["pr_auc_lo"] < ap < ci["pr_auc_hi"]
+    assert ci["roc_auc_hi"] - ci["roc_auc_lo"] < 0.2  # 120 attacks, 480 benign: a few points wide
+    # the resampling keeps each class's size, so the weighted curve at weight 1 is the point estimate
+    order = np.argsort(-s, kind="stable")
+    starts = np.flatnonzero(np.r_[True, s[order][1:] != s[order][:-1]])
+    assert metrics._weighted_curve_metrics(starts, y[order], np.ones(600, int)) == pytest.approx((auc, ap))
+
+
+def test_bootstrap_needs_enough_rows_of_each_class():
+    y = [True] * (metrics.MIN_PER_CLASS - 1) + [False] * 100
+    s = list(range(len(y)))
+    assert all(math.isnan(v) for v in metrics.bootstrap_auc(y, s).values())
+
+
+def test_spark_bootstrap_only_for_groups_with_enough_rows(spark):
+    rng = np.random.default_rng(5)
+    rows = [("big", float(v + a), bool(a)) for v, a in zip(rng.normal(0, 1, 400), rng.random(400) < 0.3)]
+    rows += [("small", float(v), i < 5) for i, v in enumerate(rng.normal(0, 1, 50))]
+    df = spark.createDataFrame(rows, "day string, score double, is_attack boolean")
+    got = metrics.bootstrap_intervals(df, group_col="day", n_boot=100)
+    assert set(got) == {("big",)}
+    sel = [r for r in rows if r[0] == "big"]
+    auc = metrics.roc_auc([r[2] for r in sel], [r[1] for r in sel])
+    assert got[("big",)]["roc_auc_lo"] < auc < got[("big",)]["roc_auc_hi"]

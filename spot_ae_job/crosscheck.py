@@ -1,0 +1,167 @@
+"""`spot-ae cross-check`: does a model trained on CIC-IDS2018 benign rows rank real captures right?
+
+The CIC-IDS2018 rows come from CICFlowMeter; a deployment's flows come from nfdump. Here the
+models train on the benign rows of CIC-IDS2018 CSVs (80% train, 20% held out to fit the
+thresholds, as in `spot-ae evaluate`), then score the flows that nfpcapd + `nfdump -B` make from
+the captures in ../shared/data/pcap (the same path as `spot-ae ingest pcap`). Printed per capture:
+its role (attack or benign, from the data README), flows, median score, the share of flows above
+the p95 and benign-FPR 1% thresholds; and per model the ROC-AUC of attack-capture flows against
+benign-capture flows (every flow of an attack capture counts as attack: the captures also hold
+some ordinary traffic, so this is a lower bound of what the model separates).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from spot_ae_job.errors import SpotAEError
+
+# The captures of ../shared/data/pcap (its README): attack or benign traffic.
+CAPTURE_ROLES = {
+    "bruteforce.pcap": "attack", "sshguess.pcap": "attack", "synscan.pcapng": "attack",
+    "portscan.pcap": "attack", "ftp-crack.pcap": "attack",
+    "ssh.pcap": "benign", "bro.org.pcap": "benign", "http_espn.pcapng": "benign",
+}
+MODES = (("p95", None), ("benign-fpr", 0.01))
+
+
+def _say(msg: str) -> None:
+    print(f"[spot-ae cross-check {time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def parser() -> argparse.ArgumentParser:
+    from spot_ae_job.evaluate import default_data
+
+    p = argparse.ArgumentParser(prog="spot-ae cross-check", description=__doc__.splitlines()[0])
+    p.add_argument("--data", action="append", default=None,
+                   help="CIC-IDS2018 CSV(s) whose benign rows train the models (default: the improved excerpt)")
+    p.add_argument("--pcap", default=str(default_data().parent / "pcap"), help="folder of captures (searched recursively)")
+    p.add_argument("--model", default="ae,ae-context", help="comma-separated: ae, ae-context")
+    p.add_argument("--epochs", type=int, default=90)
+    p.add_argument("--holdout", type=float, default=0.2)
+    p.add_argument("--out", default=None, help="also write the figures as JSON here")
+    p.add_argument("--master", default=os.environ.get("SPOT_AE_MASTER", "local[2]"))
+    p.add_argument("--seed", type=int, default=7)
+    return p
+
+
+def capture_flows(spark, pcaps: list[Path]):
+    """Captures -> one DataFrame of flow-table rows + `capture`, via nfpcapd and nfdump -B."""
+    import pyarrow as pa
+
+    from spot_ae_job.ingest.nfdump import decode_file
+    from spot_ae_job.ingest.replay import pcap_to_nfcapd
+    from spot_ae_job.schema import FLOW_SCHEMA
+
+    tables, counts = [], {}
+    for pcap in pcaps:
+        with tempfile.TemporaryDirectory(prefix="spot-ae-xcheck-") as tmp:
+            parts = [decode_file(nf, bidirectional=True).flows for nf in pcap_to_nfcapd(pcap, tmp)]
+        t = pa.concat_tables(parts)
+        counts[pcap.name] = t.num_rows
+        tables.append(t.append_column("capture", pa.array([pcap.name] * t.num_rows, pa.string())))
+    table = pa.concat_tables(tables)
+    from pyspark.sql import types as T
+
+    schema = T.StructType(FLOW_SCHEMA.fields + [T.StructField("capture", T.StringType())])
+    return spark.createDataFrame(table.to_pandas(), schema), counts
+
+
+def run(args) -> dict:
+    from pyspark.sql import functions as F
+
+    from spot_ae_job.evaluate import default_data
+    from spot_ae_job.ingest.cicids import read_cicids
+    from spot_ae_job.metrics import roc_auc
+    from spot_ae_job.model import VARIANTS, train_autoencoder
+    from spot_ae_job.schema import FLOW_COLUMNS, IS_ATTACK
+    from spot_ae_job.score import score_flows
+    from spot_ae_job.spark import session
+    from spot_ae_job.thresholds import fit_threshold
+
+    models = [m.strip() for m in args.model.split(",") if m.strip()]
+    if not models or any(m not in VARIANTS for m in models):
+        raise SpotAEError(f"--model takes a comma-separated list of {', '.join(VARIANTS)}; got {args.model!r}")
+    pcap_dir = Path(args.pcap)
+    pcaps = sorted(p for p in pcap_dir.rglob("*") if p.suffix in (".pcap", ".pcapng"))
+    if not pcaps:
+        raise SpotAEError(f"no .pcap/.pcapng files under {pcap_dir}")
+    data = args.data or [str(default_data() / "aegmm__toy_dataset.csv")]
+    spark = session(args.master, app="spot-ae-cross-check", extra={"spark.sql.shuffle.partitions": "4"})
+
+    benign = read_cicids(spark, data).flows.where(F.col(IS_ATTACK) == F.lit(False)).select(*FLOW_COLUMNS)
+    u = F.rand(args.seed)
+    benign = benign.withColumn("_u", u).cache()
+    train, held = benign.where(F.col("_u") >= args.holdout).drop("_u"), benign.where(F.col("_u") < args.holdout).drop("_u")
+    flows, counts = capture_flows(spark, pcaps)
+    flows = flows.cache()
+    _say(f"{benign.count()} CIC-IDS2018 benign rows ({held.count()} held out for thresholds); captures: "
+         + ", ".join(f"{k} {v}" for k, v in counts.items()))
+
+    result = {"data": data, "pcap": str(pcap_dir), "epochs": args.epochs, "captures": {}, "models": {}}
+    lines = []
+    for name in models:
+        m = train_autoencoder(train, epochs=args.epochs, seed=args.seed, training_day="cicids2018-benign",
+                              progress=lambda s: None, variant=name)
+        held_scores = np.array([r[0] for r in score_flows(m, held).select("score").collect()], dtype=float)
+        th = {f"{mode}{'' if v is None else f' {v:g}'}": fit_threshold(held_scores, mode, v) for mode, v in MODES}
+        pts = score_flows(m, flows).select("capture", "score").collect()
+        by: dict[str, list[float]] = {}
+        for r in pts:
+            by.setdefault(r["capture"], []).append(r["score"])
+        lines.append(f"\n{name} (trained on {train.count()} CIC-IDS2018 benign rows, {args.epochs} epochs); thresholds "
+                     + ", ".join(f"{k} = {v:.4g}" for k, v in th.items()))
+        lines.append(f"{'capture':<20} {'role':<7} {'flows':>6} {'median score':>13} " + " ".join(f"{'> ' + k:>16}" for k in th))
+        ys, ss = [], []
+        for cap in sorted(by, key=lambda c: (CAPTURE_ROLES.get(c, "unknown"), c)):
+            s = np.array(by[cap])
+            role = CAPTURE_ROLES.get(cap, "unknown")
+            shares = {k: float(np.mean(s > v)) for k, v in th.items()}
+            result["captures"].setdefault(cap, {"role": role, "flows": int(s.size)})[name] = {
+                "median": float(np.median(s)), **{f"share_above_{k}": v for k, v in shares.items()}}
+            lines.append(f"{cap:<20} {role:<7} {s.size:>6} {np.median(s):>13.4g} " + " ".join(f"{v:>16.3f}" for v in shares.values()))
+            if role in ("attack", "benign"):
+                ys += [role == "attack"] * s.size
+                ss += list(s)
+        auc = roc_auc(ys, ss) if ys else float("nan")
+        med = {c: float(np.median(v)) for c, v in by.items() if CAPTURE_ROLES.get(c) in ("attack", "benign")}
+        ranked = sorted(med, key=med.get, reverse=True)
+        above = sum(1 for c in ranked if CAPTURE_ROLES[c] == "attack"
+                    and all(med[c] > med[b] for b in ranked if CAPTURE_ROLES[b] == "benign"))
+        n_att = sum(1 for c in ranked if CAPTURE_ROLES[c] == "attack")
+        lines.append(f"ROC-AUC, attack-capture flows vs benign-capture flows: {auc:.3f}; "
+                     f"attack captures whose median beats every benign capture's: {above} of {n_att}")
+        result["models"][name] = {"thresholds": th, "roc_auc": auc, "attack_captures_above_all_benign": above,
+                                  "attack_captures": n_att, "ranking_by_median": ranked, "model_version": m.version}
+    print("\n".join(lines), flush=True)
+    if args.out:
+        Path(args.out).mkdir(parents=True, exist_ok=True)
+        (Path(args.out) / "cross_check.json").write_text(json.dumps(result, indent=2))
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(sys.argv[1:] if argv is None else argv)
+    try:
+        run(args)
+        return 0
+    except SpotAEError as e:
+        print(f"spot-ae cross-check: error: {e}", file=sys.stderr)
+        return 2
+    except Exception as e:  # a Spark failure: one line, the trace on request
+        if os.environ.get("SPOT_AE_DEBUG"):
+            raise
+        first = (str(e).strip().splitlines() or [""])[0][:500]
+        print(f"spot-ae cross-check: error: {type(e).__name__}: {first} (set SPOT_AE_DEBUG=1 for the full trace)", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
