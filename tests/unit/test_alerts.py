@@ -103,7 +103,7 @@ def test_the_checker_catches_wrong_fields_and_types():
 
 def _vectors():
     rows = json.loads(VECTORS.read_text())
-    names = {1: "ICMP", 6: "TCP", 17: "UDP", 58: "ICMP6"}
+    names = {1: "ICMP", 6: "TCP", 17: "UDP", 58: "ICMP6", 132: "SCTP"}
     out = []
     for r in rows:
         proto = names.get(r["proto"], str(r["proto"]))  # the flow table's names; others as numbers
@@ -121,10 +121,12 @@ def test_community_id_matches_the_specifications_test_vectors():
 
 
 def test_community_id_in_spark_matches_the_vectors(spark):
+    """Both paths of the job: Spark SQL for IPv4 TCP/UDP/SCTP, the library for the others."""
     v = _vectors()
-    df = spark.createDataFrame([x[:5] for x in v], "sip string, dip string, sport int, dport int, proto string")
-    got = [r["community_id"] for r in with_community_id(df).collect()]
+    df = spark.createDataFrame([(i, *x[:5]) for i, x in enumerate(v)], "i int, sip string, dip string, sport int, dport int, proto string")
+    got = [r["community_id"] for r in with_community_id(df).orderBy("i").collect()]
     assert got == [x[5] for x in v]
+    assert sum(1 for x in v if "." in x[0] and x[4] in ("TCP", "UDP", "SCTP")) >= 6  # the SQL path is exercised
 
 
 # ---- the alerts of a real run ------------------------------------------------------------
