@@ -115,9 +115,13 @@ def with_community_id(df: DataFrame) -> DataFrame:
 _FLOW_KEY = ["treceived", "unix_tstamp", "sip", "sport", "dip", "dport", "proto", "tdur", "ipkt", "ibyt", "opkt", "obyt"]
 
 
-def alert_id(day: str, model_version: str):
-    """Deterministic id of a flow's alert: sha256(day | flow key | model version), 32 hex digits."""
-    parts = [F.lit(day)] + [F.coalesce(F.col(c).cast("string"), F.lit("")) for c in _FLOW_KEY] + [F.lit(model_version)]
+def alert_id(day: str, model_version: str, key: list[str] = _FLOW_KEY):
+    """Deterministic id of a flow's alert: sha256(day | flow key | model version), 32 hex digits.
+
+    The batch job adds the flow's rank to the key: files without timestamps can hold identical
+    flows, which still are separate alerts, and swapping two identical flows' ranks gives the
+    same set of ids, so a re-run still reproduces them."""
+    parts = [F.lit(day)] + [F.coalesce(F.col(c).cast("string"), F.lit("")) for c in key] + [F.lit(model_version)]
     return F.substring(F.sha2(F.concat_ws("|", *parts), 256), 1, 32)
 
 
@@ -172,7 +176,7 @@ def ecs_documents(df: DataFrame, day: str, model, threshold: float, threshold_mo
     if expl is not None:
         spot.append(expl.alias("explanation"))
     doc = F.struct(
-        _iso("unix_tstamp").alias("@timestamp"),
+        F.coalesce(_iso("unix_tstamp"), F.lit(created)).alias("@timestamp"),  # ECS requires it; some inputs have no time
         F.struct(F.lit(ECS_VERSION).alias("version")).alias("ecs"),
         F.concat(F.lit("Spot-AE: suspicious "), F.col("proto"), F.lit(" flow "), F.col("sip"), F.lit(":"), F.col("sport").cast("string"),
                  F.lit(" -> "), F.col("dip"), F.lit(":"), F.col("dport").cast("string"), F.lit(" score "),
@@ -234,13 +238,14 @@ def write_alerts(
     threshold = model.threshold if threshold is None else threshold
     threshold_mode = threshold_mode or model.meta.get("threshold_mode", "p95")
     rows = flagged.where("suspicious") if "suspicious" in flagged.columns else flagged
-    rows = rows.withColumn(ALERT_ID, alert_id(day, model.version))
+    key = _FLOW_KEY + (["rank"] if "rank" in rows.columns else [])
+    rows = rows.withColumn(ALERT_ID, alert_id(day, model.version, key))
 
     by_verdict: dict[str, int] = {}
     low = verdicts.in_force_df(spark, huser, at, sev=(3,))
     if low is not None:
-        key = verdicts.KEY
-        hits = rows.join(F.broadcast(low.select(*key, F.col("id").alias("_verdict"))), key, "left")
+        conn = verdicts.KEY
+        hits = rows.join(F.broadcast(low.select(*conn, F.col("id").alias("_verdict"))), conn, "left")
         hits = hits.cache()
         by_verdict = {r["_verdict"]: int(r["count"]) for r in hits.where(F.col("_verdict").isNotNull()).groupBy("_verdict").count().collect()}
         rows = hits.where(F.col("_verdict").isNull()).drop("_verdict")
