@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # Builds Spot-AE's images in layer order, each only when missing or when its inputs changed:
 #   rootfs -> base (OS, JDK, tini) -> hadoop (jars, config) -> pyenv (the ML venv, build stage)
-#   -> spark (hadoop + venv + the job) -> ingest, oa
+#   -> spark (hadoop + venv + the job) -> ingest, oa;  rootfs -> rsyslog (alerts' syslog receiver)
 # Each image gets a small context staged from hard links (never the 1.3 GB repo root), and a
 # label with a fingerprint of its inputs; a matching label means "up to date, skip".
 # Everything installed comes from artifacts/ and is checked against artifacts/SHA256SUMS first.
-# Usage: scripts/build-images.sh [--force]     Tags: compose/.env (SPOT_AE_TAG).
+# Usage: [SPOT_AE_BUILD_ONLY=rsyslog] scripts/build-images.sh [--force]     Tags: compose/.env (SPOT_AE_TAG).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
@@ -56,6 +56,11 @@ rootfs=$(bash scripts/base-image.sh)
 base=$SPOT_AE_IMAGE_PREFIX/base:$tag
 ctx=$(fresh_ctx base); cp images/base/Dockerfile "$ctx/"
 build base "$(fingerprint images/base "id:$(image_id "$rootfs")")" "$ctx" --build-arg "ROOTFS=$rootfs"
+
+# The syslog receiver for alert forwarding (compose profile `alerts`): Debian's rsyslog on the rootfs.
+ctx=$(fresh_ctx rsyslog); cp images/rsyslog/* "$ctx/"
+build rsyslog "$(fingerprint images/rsyslog "id:$(image_id "$rootfs")")" "$ctx" --build-arg "ROOTFS=$rootfs"
+[[ ${SPOT_AE_BUILD_ONLY:-} == rsyslog ]] && { say "rsyslog only: done in $((SECONDS - t_all)) s"; exit 0; }
 
 verify_artifacts
 hadoop=$SPOT_AE_IMAGE_PREFIX/hadoop:$tag

@@ -104,9 +104,16 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--max-results", type=int, default=None)
     p.add_argument("--tol", type=float, default=None, help="threshold override")
     _threshold_args(p, scoring=True)
+    _forwarding(p)
 
     p = sub.add_parser("ml-ops", help="Spot's ml_ops: YYYYMMDD flow [MAXRESULTS] [TOL]")
     _ml_ops_args(p)
+
+    p = sub.add_parser("alerts", help="alerts of a scored day: `alerts forward YYYYMMDD` sends them to the configured SIEM")
+    _common(p)
+    p.add_argument("action", choices=["forward"])
+    p.add_argument("day", help="YYYYMMDD")
+    p.add_argument("--forward-config", default=None, help="forwarding TOML (default $SPOT_AE_FORWARD_CONFIG; docs/alerts.md)")
 
     p = sub.add_parser("demo", help="the whole job on the bundled CIC-IDS2018 excerpt, local Spark")
     _common(p)
@@ -128,10 +135,16 @@ def _parser() -> argparse.ArgumentParser:
     return ap
 
 
+def _forwarding(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--forward-config", default=None,
+                   help="forwarding TOML: alerts are sent after scoring when it says after_ml_ops = true (default $SPOT_AE_FORWARD_CONFIG)")
+
+
 def _ml_ops_args(p: argparse.ArgumentParser) -> None:
     _common(p)
     _training(p)
     _threshold_args(p, scoring=True)
+    _forwarding(p)
     p.add_argument("day", help="YYYYMMDD")
     p.add_argument("type", choices=["flow"], help="data type (only flow)")
     p.add_argument("positional", nargs="*", metavar="MAXRESULTS TOL", help="Spot's documented order: MAXRESULTS then TOL")
@@ -228,6 +241,32 @@ def _score_day(spark, model, huser: str, day: str, max_results, tol, args=None):
     return s
 
 
+def _forward_after_scoring(spark, args, huser: str, day: str) -> None:
+    from spot_ae_job import forward
+
+    path = forward.config_path(getattr(args, "forward_config", None))
+    if path is None:
+        return
+    cfg = forward.load_config(path)
+    if cfg.after_ml_ops:
+        forward.forward_day(spark, day, huser, cfg, progress=_say)
+
+
+def cmd_alerts(args) -> int:
+    from spot_ae_job import forward
+    from spot_ae_job.fsutil import to_uri
+    from spot_ae_job.mlops import parse_day
+
+    parse_day(args.day)
+    path = forward.config_path(args.forward_config)
+    if path is None:
+        raise SpotAEError(f"no forwarding configured: pass --forward-config FILE or set ${forward.CONFIG_ENV} (docs/alerts.md)")
+    cfg = forward.load_config(path)
+    spark = _spark(args)
+    forward.forward_day(spark, args.day, to_uri(args.huser), cfg, progress=_say)
+    return 0
+
+
 def cmd_train(args) -> int:
     from spot_ae_job.fsutil import to_uri
     from spot_ae_job.mlops import models_location, parse_day
@@ -256,6 +295,7 @@ def cmd_score(args) -> int:
     except FileNotFoundError as e:
         raise SpotAEError(str(e)) from None
     _score_day(spark, model, huser, args.day, args.max_results, args.tol, args)
+    _forward_after_scoring(spark, args, huser, args.day)
     return 0
 
 
@@ -290,6 +330,7 @@ def cmd_ml_ops(args) -> int:
         model = _train_for_day(spark, args, huser, args.day)
         model.save(spark, models_location(huser))
     _score_day(spark, model, huser, args.day, args.max_results, args.tol, args)
+    _forward_after_scoring(spark, args, huser, args.day)
     return 0
 
 
@@ -302,7 +343,7 @@ def cmd_demo(args) -> int:
     args.day = None
     cmd_load_csv(args)
     args.day, args.positional, args.max_results, args.tol = day, [], None, None
-    args.model_version, args.type = None, "flow"
+    args.model, args.model_version, args.type, args.forward_config = "ae", None, "flow", None
     cmd_ml_ops(args)
     _say(f"demo done: open {args.huser}/flow/scored_results/{day}/scores/flow_results.csv")
     return 0
@@ -333,7 +374,7 @@ def cmd_stream(args) -> int:
     return 0
 
 
-COMMANDS = {"stream": cmd_stream, "load-csv": cmd_load_csv, "train": cmd_train, "score": cmd_score, "ml-ops": cmd_ml_ops, "demo": cmd_demo}
+COMMANDS = {"stream": cmd_stream, "load-csv": cmd_load_csv, "train": cmd_train, "score": cmd_score, "ml-ops": cmd_ml_ops, "alerts": cmd_alerts, "demo": cmd_demo}
 
 
 def _run(fn, args) -> int:

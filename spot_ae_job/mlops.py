@@ -19,6 +19,9 @@ from pyspark.sql import functions as F
 from pyspark.sql.window import Window
 
 from spot_ae_job import drift, explain, fsutil, thresholds
+from spot_ae_job import fsutil
+from spot_ae_job import verdicts as verdict_store
+from spot_ae_job.alerts import write_alerts
 from spot_ae_job.errors import SpotAEError
 from spot_ae_job.schema import (
     FEEDBACK_SCHEMA, FLOW_COLUMNS, FLOW_SCHEMA, IS_ATTACK, LABEL_COLUMNS, PARTITION_COLUMNS,
@@ -101,8 +104,10 @@ def training_flows(spark: SparkSession, huser: str, day: str, progress=print) ->
     return validate_rows(base)[0]
 
 
-def feedback_rows(spark: SparkSession, huser: str, progress=print) -> DataFrame | None:
-    """Flows an analyst marked low risk (sev 3) on any day, looked up in that day's scores."""
+def feedback_rows(spark: SparkSession, huser: str, progress=print, at: dt.datetime | None = None) -> DataFrame | None:
+    """Flows an analyst marked low risk (sev 3) on any day, looked up in that day's scores: from
+    the verdict store (verdicts.py: only verdicts in force at `at`, default now) and from Spot's
+    per-day ml_feedback.csv files (kept for data written by Spot's own OA)."""
     root = f"{huser.rstrip('/')}/flow/scored_results"
     parts = []
     for day in fsutil.list_dirs(spark, root):
@@ -118,12 +123,15 @@ def feedback_rows(spark: SparkSession, huser: str, progress=print) -> DataFrame 
             flows.ipkt == verdicts.ipkt, flows.ibyt == verdicts.ibyt,
         ]
         parts.append(flows.join(verdicts, cond, "left_semi").select(*FLOW_COLUMNS))
+    stored = verdict_store.training_flows(spark, huser, at)
+    if stored is not None:
+        parts.append(stored)
     if not parts:
         return None
     out = parts[0]
     for p in parts[1:]:
         out = out.unionByName(p)
-    out = out.cache()  # counted here and again for the model's metadata
+    out = out.distinct().cache()  # a verdict in both places counts once  # counted here and again for the model's metadata
     n = out.count()
     if n == 0:
         return None
@@ -255,6 +263,8 @@ def write_results(
         "drift": summary.drift,
         "labelled": {"attacks": summary.attacks, "recall": summary.recall} if summary.attacks else None,
     }
+    al = write_alerts(spark, stored, model, day, huser, threshold, run["threshold_mode"], progress=progress)
+    run["alerts"] = {"written": al.alerts, "suppressed": al.suppressed, "uri": al.uri}
     fsutil.write_text(spark, f"{out}/run.json", json.dumps(run, indent=2))
     flagged.unpersist()
     progress(

@@ -278,6 +278,11 @@ def create_app(config: OAConfig, storage=None) -> Flask:
         dip = V.ip(request.args.get("dip"), "dip", required=True)
         return render_template("connection.html", page="connection", day=day, sip=sip, dip=dip)
 
+    @app.get("/verdicts")
+    @login_required
+    def verdicts_page():
+        return render_template("verdicts.html", page="verdicts")
+
     @app.get("/ingest")
     @login_required
     def ingest_page():
@@ -367,16 +372,26 @@ def create_app(config: OAConfig, storage=None) -> Flask:
         day = known_day(day)
         args(set())
         body = json_body()
-        extra = sorted(set(body) - {"rank", "sev"})
+        extra = sorted(set(body) - {"rank", "sev", "expires_days"})
         if extra:
             raise V.Invalid(f"unknown field(s): {', '.join(extra)}")
         sev = V.severity(body.get("sev"))
         rank = body.get("rank")
         if isinstance(rank, bool) or not isinstance(rank, int) or rank < 1:
             raise V.Invalid("rank must be a positive integer (the flow's rank in the day's list)")
-        verdict = results.add_feedback(day, rank, sev)
+        days = body.get("expires_days")
+        if days is not None and (isinstance(days, bool) or not isinstance(days, int) or not 1 <= days <= 3650):
+            raise V.Invalid("expires_days must be an integer in 1..3650 (or absent: no expiry)")
+        expires = dt.datetime.now(dt.timezone.utc) + dt.timedelta(days=days) if days else None
+        verdict = results.add_feedback(day, rank, sev, who=g.user.name, expires=expires)
         log.info("feedback %s rank %d sev %d by %s", day, rank, sev, g.user.name)
         return jsonify({"day": day, "rank": rank, "stored": verdict, "severity": V.SEVERITIES[sev]}), 201
+
+    @app.get(f"{API}/verdicts")
+    @login_required
+    def api_verdicts():
+        args(set())
+        return jsonify(results.verdicts_overview())
 
     @app.get(f"{API}/ingest/summary")
     @login_required

@@ -15,6 +15,7 @@ batch counts only once Spark's `_SUCCESS` marker is in it, and each is parsed on
 from __future__ import annotations
 
 import csv
+import datetime as dt
 import io
 import json
 import threading
@@ -30,6 +31,7 @@ import pyarrow.parquet as pq
 from pyspark.sql import types as T  # types only: no JVM is started
 
 from spot_ae_job.explain import EXPLANATION_SCHEMA
+from spot_ae_job import verdicts as verdict_store
 from spot_ae_job.oa.storage import Entry, StorageError, write_lock
 from spot_ae_job.oa.validate import DAY_RE
 from spot_ae_job.schema import FEEDBACK_COLUMNS, FLOW_SCHEMA, RESULT_COLUMNS
@@ -317,8 +319,9 @@ class Results:
     def _flow_key(r: dict) -> tuple:
         return tuple(str(r[c]) for c in FEEDBACK_COLUMNS[1:])
 
-    def add_feedback(self, day: str, rank: int, sev: int) -> dict:
-        """Record the verdict on the flow at `rank` of the day's list, in Spot's feedback fields.
+    def add_feedback(self, day: str, rank: int, sev: int, who: str = "unknown", expires: dt.datetime | None = None) -> dict:
+        """Record the verdict on the flow at `rank` of the day's list, in Spot's feedback fields,
+        and as a verdict on its connection in the store that spans days (spot_ae_job/verdicts.py).
 
         The flow's fields come from the results file, never from the request, so a verdict always
         names a real scored flow. A new verdict on the same flow replaces the old one.
@@ -340,7 +343,54 @@ class Results:
             w.writeheader()
             w.writerows(kept + [verdict])
             self.storage.write_atomic(rel, buf.getvalue().encode("utf-8"))
-        return verdict
+        record = verdict_store.new_verdict(
+            sip=verdict["srcIP"], dip=verdict["dstIP"], dport=verdict["dport"], proto=str(row["proto"]), sev=int(sev),
+            who=who, day=day, model_version=self._run_json(day).get("model_version"), tstart=verdict["tstart"],
+            sport=verdict["sport"], ipkt=verdict["ipkt"], ibyt=verdict["ibyt"], expires=expires,
+        )
+        self.storage.write_atomic(verdict_store.file_name(record), verdict_store.to_line(record))  # a new file: never rewritten
+        return {**verdict, "verdict_id": record["id"], "expires": record["expires"]}
+
+    # -- the verdict store (spans days) ------------------------------------------------------
+    def all_verdicts(self) -> list[dict]:
+        out = []
+        for e in self.storage.list(verdict_store.VERDICTS_DIR):
+            if e.is_dir or not e.name.endswith(".json") or e.name.startswith((".", "_")):
+                continue
+            for line in self.storage.read(f"{verdict_store.VERDICTS_DIR}/{e.name}").decode("utf-8").splitlines():
+                if line.strip():
+                    try:
+                        out.append(json.loads(line))
+                    except ValueError as err:
+                        raise BadData(f"verdict file {e.name} is not JSON lines: {err}") from None
+        return out
+
+    def verdicts_overview(self, now: dt.datetime | None = None) -> dict:
+        """Every verdict with what it changed: whether it is in force, and the alerts it
+        suppressed in each run (from each day's alerts_summary.json); precision per model."""
+        allv = self.all_verdicts()
+        live = {v["id"] for v in verdict_store.in_force(allv, now)}
+        suppressed: dict[str, list[dict]] = {}
+        for e in self.storage.list("scored_results"):
+            if not (e.is_dir and DAY_RE.match(e.name)):
+                continue
+            rel = f"scored_results/{e.name}/alerts_summary.json"
+            if self.storage.stat(rel) is None:
+                continue
+            try:
+                summ = json.loads(self.storage.read(rel))
+            except ValueError:
+                raise BadData(f"alerts_summary.json of {e.name} is not valid JSON") from None
+            for vid, n in (summ.get("suppressed_by_verdict") or {}).items():
+                suppressed.setdefault(vid, []).append({"day": e.name, "model_version": summ.get("model_version"),
+                                                       "created": summ.get("created"), "suppressed": int(n)})
+        rows = []
+        for v in sorted(allv, key=lambda v: (v["when"], v["id"]), reverse=True):
+            runs = suppressed.get(v["id"], [])
+            rows.append({**v, "severity": verdict_store.SEVERITIES.get(v["sev"]), "in_force": v["id"] in live,
+                         "suppressed_alerts": sum(r["suppressed"] for r in runs), "suppressed_in": runs,
+                         "in_training": v["id"] in live and v["sev"] == 3})
+        return {"verdicts": rows, "precision": verdict_store.precision_by_model(allv)}
 
     # -- ingest summary ----------------------------------------------------------------------
     def ingest_summary(self) -> dict | None:

@@ -462,7 +462,34 @@ const OA = (() => {
     } catch (e) { note.textContent = e.message; note.className = "error"; }
   }
 
-  const pages = { days: daysPage, suspicious: suspiciousPage, connection: connectionPage, network: networkPage, model: modelPage, ingest: ingestPage };
+  // -- verdicts (the store that spans days) and what each one changed ----------------------
+  async function verdictsPage() {
+    const tb = document.querySelector("#verdicts tbody");
+    const pb = document.querySelector("#precision tbody");
+    try {
+      const d = await api("/verdicts");
+      tb.replaceChildren();
+      if (!d.verdicts.length) tb.append(el("tr", {}, el("td", { colspan: 9, class: "hint", text: "No verdicts yet: mark flows H/M/L on a day's suspicious list." })));
+      for (const v of d.verdicts) {
+        const runs = v.suppressed_in.map((r) => `${r.day} (${r.suppressed})`).join(", ");
+        tb.append(el("tr", { "data-id": v.id },
+          el("td", { text: v.when }), el("td", { text: v.who }),
+          el("td", { class: `sev${v.sev}`, text: SEV[v.sev] + (v.in_training ? " · in training" : "") }),
+          el("td", { text: `${v.sip} → ${v.dip}:${v.dport}/${v.proto}` }),
+          el("td", {}, el("a", { href: `/days/${v.day}`, text: v.day })),
+          el("td", { text: v.expires || "never" }), el("td", { class: "in-force", text: v.in_force ? "yes" : "no" }),
+          el("td", { class: "num suppressed", text: fmt.int(v.suppressed_alerts) }), el("td", { text: runs })));
+      }
+      pb.replaceChildren();
+      for (const p of d.precision) {
+        pb.append(el("tr", {}, el("td", { text: p.model_version }), el("td", { class: "num", text: fmt.int(p.confirmed) }),
+          el("td", { class: "num", text: fmt.int(p.dismissed) }),
+          el("td", { class: "num", text: p.precision === null ? "" : (100 * p.precision).toFixed(1) + "%" })));
+      }
+    } catch (e) { tb.replaceChildren(el("tr", {}, el("td", { colspan: 9, class: "error", text: e.message }))); }
+  }
+
+  const pages = { verdicts: verdictsPage, days: daysPage, suspicious: suspiciousPage, connection: connectionPage, network: networkPage, model: modelPage, ingest: ingestPage };
   return { start: () => (pages[body.dataset.page] || (() => {}))() };
 })();
 
