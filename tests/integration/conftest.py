@@ -25,6 +25,8 @@ from pathlib import Path
 import pytest
 from pytest_docker.plugin import DockerComposeExecutor, Services
 
+from tests.conftest import DATA
+
 REPO = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = REPO / "compose" / "docker-compose.yml"
 OUT = REPO / "test-output"
@@ -129,6 +131,8 @@ def oa_user() -> OAUser | None:
 @pytest.fixture(scope="session")
 def docker_compose_command(oa_user) -> str:
     env = " ".join(f"{k}=" for k in FREE_PORTS)
+    # The ML client mounts the same data folder the tests read (SPOT_AE_DATA), wherever the tree is.
+    env += f" SPOT_AE_DATA_DIR={shlex.quote(str(DATA))}"
     profile = ""
     if oa_user is not None:
         env += f" SPOT_AE_OA_CONFIG={shlex.quote(str(oa_user.config))} SPOT_AE_INGEST_INTERVAL=10"

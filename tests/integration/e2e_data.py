@@ -33,12 +33,12 @@ REPO = Path(__file__).resolve().parents[2]
 EXCERPT = "cicids2018/aegmm__toy_dataset.csv"  # the improved extraction: IPs, ports, timestamps
 PCAP = "pcap/zeek/bruteforce.pcap"             # FTP brute force, flows dated 2014-01-14
 TRAIN_DAY = "20180222"   # the excerpt's rows of 22/02 are all benign: Spot's assumption holds
-TEST_DAY = "20180214"    # SSH-BruteForce day, scored with the saved model (the paper's protocol)
+TEST_DAY = "20180228"    # NMAP Portscan day (37 of 318 flows), scored with the saved model (the paper's protocol)
 EPOCHS = 10              # the cluster run's training settings; the bound below is for these
 BATCH_SIZE = 4           # 237 rows: small batches give enough updates in few (costly) epochs
 # Recall on TEST_DAY's attack flows at the p95 threshold, measured offline with the same data,
 # TRAIN_DAY and EPOCHS on local[2] (docs/e2e.md has the command and its output).
-RECALL_BOUND = 0.0  # placeholder until measured
+RECALL_BOUND = 36 / 37
 
 Key = tuple  # (sip, dip, sport, dport, start second, ipkt, ibyt, opkt, obyt)
 
