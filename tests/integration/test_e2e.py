@@ -122,7 +122,8 @@ def yarn_apps(cluster) -> list[dict]:
 def ml_ops(cluster, day: str, *extra: str) -> list[dict]:
     """`spot-ae ml-ops DAY flow` on YARN; returns the YARN applications it started."""
     before = {a["id"] for a in yarn_apps(cluster)}
-    cluster.exec("ml-client", "spot-ae", "ml-ops", day, "flow", "--huser", HUSER, "--master", "yarn", *extra)
+    cluster.exec("ml-client", "spot-ae", "ml-ops", day, "flow", "--huser", HUSER, "--master", "yarn", *extra,
+                 timeout=1800)
     return [a for a in yarn_apps(cluster) if a["id"] not in before]
 
 
@@ -141,7 +142,7 @@ def replayed(spot_cluster, data_dir) -> dict:
     pcap = pcap_keys(data_dir / E.PCAP)
     host, port = collector(spot_cluster)
     t0 = time.monotonic()
-    csv_stats = replay_csv([str(data_dir / E.EXCERPT)], host, port)
+    csv_stats = replay_csv([str(data_dir / E.EXCERPT)], host, port, rate=500)  # gentle on docker's UDP proxy
     pcap_stats = replay_pcap([str(data_dir / E.PCAP)], host, port)
     want = sent.keys + pcap
     landed = landed_since(spot_cluster, before, sum(want.values()))
@@ -271,7 +272,8 @@ def test_a_datanode_killed_during_ingest_loses_no_flow(spot_cluster, data_dir, r
         assert still - landed == everything, diff(everything, still - landed)
     finally:
         spot_cluster.start(dead)
-    wait_for("datanode1 to rejoin", lambda: live_datanodes(spot_cluster) == ["datanode1", "datanode2"])
+    wait_for("datanode1 to heartbeat again", lambda: stale_datanodes(spot_cluster) == 0)
+    assert live_datanodes(spot_cluster) == ["datanode1", "datanode2"]
 
 
 def test_the_ingest_container_restarted_mid_replay_keeps_exactly_once(spot_cluster, data_dir, replayed):
@@ -335,7 +337,8 @@ def test_a_nodemanager_killed_during_training_is_survived_by_the_job(spot_cluste
 
 
 def nm_containers(cluster, nm: str) -> list[str]:
-    out = cluster.exec("ml-client", "curl", "-fsS", f"http://{nm}:8042/ws/v1/node/containers").stdout
+    out = cluster.exec("ml-client", "curl", "-fsS", "-H", "Accept: application/json",
+                       f"http://{nm}:8042/ws/v1/node/containers").stdout
     got = (json.loads(out).get("containers") or {}).get("container", [])
     return [c["id"] for c in got]
 
