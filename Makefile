@@ -49,5 +49,5 @@ ml-run:           ## the AE job on YARN for DATE=YYYYMMDD
 smoke:            ## HDFS put/get and a Spark job on YARN
 	bash scripts/cluster.sh smoke
 
-e2e:              ## the end-to-end harness against the compose cluster
-	$(VENV)/bin/pytest -m docker tests/integration
+e2e:              ## the compose cluster: its own tests, then the end-to-end harness with fault cases
+	$(VENV)/bin/pytest -m docker -rP --durations=0 tests/integration --ignore=tests/integration/test_ansible.py

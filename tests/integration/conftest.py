@@ -25,6 +25,8 @@ from pathlib import Path
 import pytest
 from pytest_docker.plugin import DockerComposeExecutor, Services
 
+from tests.conftest import DATA
+
 REPO = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = REPO / "compose" / "docker-compose.yml"
 OUT = REPO / "test-output"
@@ -78,6 +80,37 @@ class Cluster:
         out = self.compose.execute(f"port --protocol udp {service} {port}").decode().strip()
         return int(out.splitlines()[-1].rsplit(":", 1)[1])
 
+    def exec_background(self, service: str, *cmd: str) -> subprocess.Popen:
+        """A command left running (unbuffered Python output, stderr merged) for a fault to hit."""
+        full = [*shlex.split(self.compose._compose_command), "-f", str(COMPOSE_FILE), "-p", self.project,
+                "exec", "-T", "-e", "PYTHONUNBUFFERED=1", service, *cmd]
+        return subprocess.Popen(full, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+
+    def container(self, service: str) -> str:
+        return self.compose.execute(f"ps -a -q {service}").decode().split()[0]
+
+    def kill(self, service: str) -> str:
+        """`docker kill` (SIGKILL) with the restart policy off first, so the container stays down
+        until `start` (a test decides when it comes back); returns the container id."""
+        cid = self.container(service)
+        _docker("update", "--restart=no", cid)
+        _docker("kill", cid)
+        return cid
+
+    def start(self, cid: str) -> None:
+        _docker("update", "--restart=unless-stopped", cid)
+        _docker("start", cid)
+
+    def healthy(self, service: str) -> bool:
+        return _docker("inspect", "-f", "{{.State.Health.Status}}", self.container(service)).strip() == "healthy"
+
+
+def _docker(*args: str) -> str:
+    r = subprocess.run(["docker", *args], capture_output=True, text=True, timeout=120)
+    if r.returncode != 0:
+        raise AssertionError(f"docker {' '.join(args)} exited {r.returncode}: {r.stderr.strip()}")
+    return r.stdout
+
 
 @pytest.fixture(scope="session")
 def oa_user() -> OAUser | None:
@@ -98,6 +131,8 @@ def oa_user() -> OAUser | None:
 @pytest.fixture(scope="session")
 def docker_compose_command(oa_user) -> str:
     env = " ".join(f"{k}=" for k in FREE_PORTS)
+    # The ML client mounts the same data folder the tests read (SPOT_AE_DATA), wherever the tree is.
+    env += f" SPOT_AE_DATA_DIR={shlex.quote(str(DATA))}"
     profile = ""
     if oa_user is not None:
         env += f" SPOT_AE_OA_CONFIG={shlex.quote(str(oa_user.config))} SPOT_AE_INGEST_INTERVAL=10"

@@ -328,7 +328,7 @@ def test_a_yarn_setting_change_restarts_only_the_yarn_daemons(site):
                                 "--value", u]).stdout.strip() for node, us in units.items() for u in us}
 
     before = pids()
-    memory = "6144"  # config/hadoop.env says 10752
+    memory = "6144"  # config/hadoop.env says 8192 per NodeManager
     override = json.dumps({"common_hadoop_settings": {"YARN-SITE.XML_yarn.nodemanager.resource.memory-mb": memory}})
     site.playbook_cmd = site.playbook_cmd + ["-e", override]
     third, seconds = site.playbook()

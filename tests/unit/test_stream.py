@@ -139,6 +139,10 @@ def test_a_rerun_of_the_same_batch_id_replaces_its_output(spark, tmp_path, sampl
     scorer(batch, 7)  # what a restart does with a batch the checkpoint had not committed
     assert streamed(spark, huser, DAY).count() == sample.flows.num_rows
     assert {r[0] for r in streamed(spark, huser, DAY).select("batch").distinct().collect()} == {7}
+    # Its alerts too: one per flagged flow, not one per attempt.
+    from spot_ae_job.alerts import read_alerts
+
+    assert len(read_alerts(spark, DAY, huser)) == streamed(spark, huser, DAY, "suspicious").count() > 0
 
     # The OA lists the streamed flagged flows; a batch without Spark's _SUCCESS (being written,
     # or left by a crash) is not shown; a batch run re-scores the whole day and then is its list.
