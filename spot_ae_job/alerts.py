@@ -229,12 +229,16 @@ def write_alerts(
     mode: str = "overwrite",
     at: dt.datetime | None = None,
     progress=print,
+    batch_id: int | None = None,
 ) -> AlertSummary:
     """Write the suspicious rows of `flagged` (a `suspicious` column, or all rows if none) as ECS
     alerts of `day`, leaving out those a low-risk verdict in force at `at` (default now) covers.
 
     `mode="overwrite"` (batch: a re-run replaces the day's alerts with the same ids) or "append"
-    (streaming: each micro-batch adds files; the summary's counts add up)."""
+    (each call adds files; the summary's counts add up). A streaming micro-batch passes its
+    `batch_id`: its alerts go to `alerts/batch=<id>/`, overwritten, so a batch re-run after a
+    crash replaces its own alerts instead of adding copies (a later batch run of the day
+    replaces them all)."""
     threshold = model.threshold if threshold is None else threshold
     threshold_mode = threshold_mode or model.meta.get("threshold_mode", "p95")
     rows = flagged.where("suspicious") if "suspicious" in flagged.columns else flagged
@@ -255,12 +259,14 @@ def write_alerts(
     if "rank" in rows.columns:
         src = src.orderBy("rank")  # most suspicious first, as in flow_results.csv
     out = alerts_location(day, huser)
+    if batch_id is not None:
+        out, mode = f"{out}/batch={batch_id}", "overwrite"
     ecs_documents(src, day, model, threshold, threshold_mode, created).write.mode(mode).text(out)
-    n = spark.read.text(out).count()  # in append mode: every micro-batch's so far
+    n = spark.read.text(out).count()  # in append mode: every call's so far
 
     summary_uri = summary_location(day, huser)
     prev = {}
-    if mode == "append" and fsutil.exists(spark, summary_uri):
+    if (mode == "append" or batch_id is not None) and fsutil.exists(spark, summary_uri):
         prev = json.loads(fsutil.read_text(spark, summary_uri))
     suppressed = sum(by_verdict.values())
     merged = dict(prev.get("suppressed_by_verdict", {}))
@@ -285,9 +291,13 @@ def write_alerts(
 
 def read_alerts(spark: SparkSession, day: str, huser: str) -> list[dict]:
     """The day's alert documents, in file order (driver-side: the forwarder's input)."""
+    root = alerts_location(day, huser)
+    dirs = [root] + [f"{root}/{d}" for d in fsutil.list_dirs(spark, root) if d.startswith("batch=")]
+    dirs.sort(key=lambda d: int(d.rsplit("batch=", 1)[1]) if "batch=" in d else -1)
     out = []
-    for f in fsutil.list_files(spark, alerts_location(day, huser)):
-        if not f.rsplit("/", 1)[-1].startswith("part-"):
-            continue
-        out.extend(json.loads(line) for line in fsutil.read_text(spark, f).splitlines() if line.strip())
+    for d in dirs:
+        for f in fsutil.list_files(spark, d):
+            if not f.rsplit("/", 1)[-1].startswith("part-"):
+                continue
+            out.extend(json.loads(line) for line in fsutil.read_text(spark, f).splitlines() if line.strip())
     return out

@@ -12,7 +12,7 @@ import sys
 import time
 from pathlib import Path
 
-from spot_ae_job.errors import SpotAEError
+from spot_ae_job.errors import SpotAEError, run_command
 
 DELEGATED = {"ingest": "spot_ae_job.ingest.cli", "oa": "spot_ae_job.oa.cli", "evaluate": "spot_ae_job.evaluate",
              "cross-check": "spot_ae_job.crosscheck"}
@@ -377,28 +377,13 @@ def cmd_stream(args) -> int:
 COMMANDS = {"stream": cmd_stream, "load-csv": cmd_load_csv, "train": cmd_train, "score": cmd_score, "ml-ops": cmd_ml_ops, "alerts": cmd_alerts, "demo": cmd_demo}
 
 
-def _run(fn, args) -> int:
-    try:
-        return fn(args)
-    except SpotAEError as e:
-        print(f"spot-ae: error: {e}", file=sys.stderr)
-        return 2
-    except Exception as e:  # a Spark/Hadoop failure: one clear line, the trace only on request
-        if os.environ.get("SPOT_AE_DEBUG"):
-            raise
-        name = type(e).__name__
-        first = (str(e).strip().splitlines() or [""])[0][:500]
-        print(f"spot-ae: error: {name}: {first} (set SPOT_AE_DEBUG=1 for the full trace)", file=sys.stderr)
-        return 1
-
-
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] in DELEGATED:
         mod = importlib.import_module(DELEGATED[argv[0]])
         return int(mod.main(argv[1:]) or 0)
     args = _parser().parse_args(argv)
-    return _run(COMMANDS[args.cmd], args)
+    return run_command("spot-ae", COMMANDS[args.cmd], args)
 
 
 def ml_ops_main(argv: list[str] | None = None) -> int:

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from spot_ae_job.errors import SpotAEError
+from spot_ae_job.errors import SpotAEError, run_command
 
 # The captures of ../shared/data/pcap (its README): attack or benign traffic.
 CAPTURE_ROLES = {
@@ -149,18 +149,7 @@ def run(args) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(sys.argv[1:] if argv is None else argv)
-    try:
-        run(args)
-        return 0
-    except SpotAEError as e:
-        print(f"spot-ae cross-check: error: {e}", file=sys.stderr)
-        return 2
-    except Exception as e:  # a Spark failure: one line, the trace on request
-        if os.environ.get("SPOT_AE_DEBUG"):
-            raise
-        first = (str(e).strip().splitlines() or [""])[0][:500]
-        print(f"spot-ae cross-check: error: {type(e).__name__}: {first} (set SPOT_AE_DEBUG=1 for the full trace)", file=sys.stderr)
-        return 1
+    return run_command("spot-ae cross-check", run, args)
 
 
 if __name__ == "__main__":

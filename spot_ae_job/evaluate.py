@@ -42,7 +42,7 @@ from pyspark import StorageLevel
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from spot_ae_job.errors import SpotAEError
+from spot_ae_job.errors import SpotAEError, run_command
 from spot_ae_job.metrics import DEFAULT_FPRS, binary_metrics, bootstrap_intervals, confusion_at
 from spot_ae_job.schema import ATTEMPTED, FLOW_COLUMNS, IS_ATTACK, LABEL, SOURCE_FILE
 
@@ -621,18 +621,7 @@ def plot_f1(path: Path, rows: list[dict], models: list[str], train_day: str, att
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(sys.argv[1:] if argv is None else argv)
-    try:
-        run(args)
-        return 0
-    except SpotAEError as e:
-        print(f"spot-ae evaluate: error: {e}", file=sys.stderr)
-        return 2
-    except Exception as e:  # a Spark failure: one line, the trace on request
-        if os.environ.get("SPOT_AE_DEBUG"):
-            raise
-        first = (str(e).strip().splitlines() or [""])[0][:500]
-        print(f"spot-ae evaluate: error: {type(e).__name__}: {first} (set SPOT_AE_DEBUG=1 for the full trace)", file=sys.stderr)
-        return 1
+    return run_command("spot-ae evaluate", run, args)
 
 
 if __name__ == "__main__":

@@ -100,15 +100,15 @@ class ModelFollower:
         return self.current()
 
 
-def _write_alerts(spark: SparkSession, suspicious: DataFrame, model: AEModel, day: str, huser: str) -> None:
+def _write_alerts(spark: SparkSession, suspicious: DataFrame, model: AEModel, day: str, huser: str, batch_id: int) -> None:
     # ---- ALERTS HOOK (issue 11): the one place alerts are written, once per micro-batch and day.
     # `suspicious` carries batch_id: a re-run of the same batch after a crash calls this again
-    # with the same rows, so write_alerts must replace that batch's alerts, not add to them.
+    # with the same rows, so the batch's alerts go to their own batch=<id> directory, overwritten.
     if importlib.util.find_spec("spot_ae_job.alerts") is None:
         return
     from spot_ae_job.alerts import write_alerts
 
-    write_alerts(spark, suspicious, model, day, huser)
+    write_alerts(spark, suspicious, model, day, huser, batch_id=batch_id)
 
 
 class BatchScorer:
@@ -158,7 +158,7 @@ class BatchScorer:
         flagged = scored.where("suspicious")
         flagged.select(*RESULT_COLUMNS, MODEL_VERSION, BATCH_ID).coalesce(1) \
             .write.mode("overwrite").parquet(f"{out}/suspicious/{name}")
-        _write_alerts(spark, flagged, model, day, self.huser)
+        _write_alerts(spark, flagged, model, day, self.huser, batch_id)
 
 
 def flow_stream(spark: SparkSession, huser: str, max_files_per_trigger: int) -> DataFrame:

@@ -18,7 +18,7 @@ import signal
 import sys
 from pathlib import Path
 
-from spot_ae_job.errors import SpotAEError
+from spot_ae_job.errors import SpotAEError, run_command
 
 log = logging.getLogger("spot_ae.ingest")
 
@@ -215,17 +215,7 @@ def main(argv: list[str] | None = None) -> int:
     handlers = {"watch": cmd_watch, "files": cmd_files, "pcap": lambda a: cmd_files(a, "pcap"), "csv": cmd_csv,
                 "replay-csv": cmd_replay, "replay-pcap": cmd_replay, "replay-exporter": cmd_replay,
                 "summary": cmd_summary}
-    try:
-        return handlers[args.cmd](args)
-    except SpotAEError as e:
-        print(f"spot-ae ingest: error: {e}", file=sys.stderr)
-        return 2
-    except Exception as e:  # HDFS unreachable after retries, etc.: one line, trace on request
-        if os.environ.get("SPOT_AE_DEBUG"):
-            raise
-        print(f"spot-ae ingest: error: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''} "
-              "(set SPOT_AE_DEBUG=1 for the trace)", file=sys.stderr)
-        return 1
+    return run_command("spot-ae ingest", handlers[args.cmd], args)
 
 
 if __name__ == "__main__":
