@@ -38,7 +38,12 @@ EPOCHS = 10              # the cluster run's training settings; the bound below 
 BATCH_SIZE = 4           # 237 rows: small batches give enough updates in few (costly) epochs
 # Recall on TEST_DAY's attack flows at the p95 threshold, measured offline with the same data,
 # TRAIN_DAY and EPOCHS on local[2] (docs/e2e.md has the command and its output).
-RECALL_BOUND = 36 / 37  # measured offline; the assertion allows the one-flow wobble of non-deterministic training
+RECALL_BOUND = 15 / 37
+# How far below it a run may land and still pass: the p95 threshold is fitted on a held-out 15%
+# of 22/02's 237 benign rows (about 35 rows, so p95 is their second-highest score), and training
+# is not bit-for-bit repeatable; both move the threshold by several flows between runs. Chance
+# level (25 flows flagged of 318) would be about 3 hits.
+RECALL_MARGIN = 5
 
 Key = tuple  # (sip, dip, sport, dport, start second, ipkt, ibyt, opkt, obyt)
 

@@ -12,11 +12,13 @@ import pytest
 
 pytestmark = pytest.mark.docker
 
+HUSER = "hdfs://namenode:8020/user/spot"
 EXCERPT = "cicids2018/aegmm__toy_dataset.csv"  # real CICFlowMeter rows with IPs and timestamps
 
 
-def get_json(url: str) -> dict:
-    with urllib.request.urlopen(url, timeout=20) as r:
+def get_json(url: str, opener=None) -> dict:
+    """A daemon's or the OA's JSON API (the other integration tests use these helpers too)."""
+    with (opener or urllib.request.build_opener()).open(url, timeout=60) as r:
         return json.load(r)
 
 
