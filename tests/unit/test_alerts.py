@@ -170,15 +170,12 @@ def test_a_rerun_writes_the_same_alert_ids(spark, scored):
     assert after == before and s.alerts == len(before) and len(set(before)) == len(before)
 
 
-def test_explanation_columns_become_the_alerts_explanation(spark, scored, tmp_path):
-    from pyspark.sql import functions as F
-
-    model = AEModel.load(spark, models_location(scored))
-    flagged = (spark.read.parquet(f"{scored}/flow/scored_results/{DAY}/all_scores").where("suspicious")
-               .withColumn("expl1_feature", F.lit("log_ibyt")).withColumn("expl1_value", F.lit(0.5))
-               .withColumn("expl2_feature", F.lit("dport_class")).withColumn("expl2_value", F.lit(0.25)))
-    other = "file://" + str(tmp_path / "user" / "spot")
-    write_alerts(spark, flagged, model, DAY, other, progress=lambda *_: None)
-    a = read_alerts(spark, DAY, other)[0]
-    assert a["spot_ae"]["explanation"] == [{"feature": "log_ibyt", "value": 0.5}, {"feature": "dport_class", "value": 0.25}]
+def test_explanation_columns_become_the_alerts_explanation(spark, scored):
+    """The run's explanation columns (expl1..3, issue 10) travel into the alert, in order."""
+    top = spark.read.parquet(f"{scored}/flow/scored_results/{DAY}/all_scores").where("rank = 1").first()
+    a = next(a for a in read_alerts(spark, DAY, scored) if a["spot_ae"]["rank"] == 1)
+    expl = a["spot_ae"]["explanation"]
+    assert [e["feature"] for e in expl] == [top["expl1_feature"], top["expl2_feature"], top["expl3_feature"]]
+    assert len(expl) == 3 and all(e["feature"] for e in expl)
+    assert expl[0]["value"] == pytest.approx(top["expl1_value"])
     assert ecs_problems(a) == []
