@@ -79,6 +79,7 @@ fi
 build pyenv "$fp" "$stage/pyenv" --build-arg "BASE_IMAGE=$base"
 
 # The job's wheel, from the working tree, only when its sources changed.
+bash scripts/build-jar.sh  # before the fingerprint: the jar ships in the wheel
 job_fp=$(fingerprint spot_ae_job pyproject.toml)
 ctx=$(fresh_ctx spark); cp images/spark/* "$ctx/"; mkdir -p "$ctx/job"
 spark=$SPOT_AE_IMAGE_PREFIX/spark:$tag

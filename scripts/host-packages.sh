@@ -2,8 +2,9 @@
 # Installs the host's Debian packages and starts the Docker engine (no systemd on the host).
 # Idempotent: safe to run on every `make setup`.
 set -euo pipefail
+# openjdk-17-jdk-headless: javac for the JVM scorer jar (scripts/build-jar.sh); nodes need only the JRE.
 # openssh-client: ansible-playbook and the Ansible test reach nodes over SSH (ssh, ssh-keygen).
-pkgs=(docker.io nfdump debootstrap chromium openjdk-17-jre-headless maven curl procps openssh-client)
+pkgs=(docker.io nfdump debootstrap chromium openjdk-17-jdk-headless maven curl procps openssh-client)
 missing=()
 for p in "${pkgs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if ((${#missing[@]})); then

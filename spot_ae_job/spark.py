@@ -3,8 +3,13 @@ from __future__ import annotations
 
 import os
 import sys
+from pathlib import Path
 
 from pyspark.sql import SparkSession
+
+# The JVM scorer (score.py), built by scripts/build-jar.sh into the package; shipped to YARN
+# executors by Spark itself (spark.jars).
+SCORER_JAR = Path(__file__).resolve().parent / "jvm" / "spot-ae-score.jar"
 
 # Arrow batches feed the vectorized scorer; a large batch amortises the JVM->Python hop.
 DEFAULTS = {
@@ -29,7 +34,10 @@ def session(master: str | None = None, app: str = "spot-ae", extra: dict | None 
         b = b.master(master)
         if master.startswith("local"):
             b = b.config("spark.driver.memory", os.environ.get("SPOT_AE_DRIVER_MEMORY", "4g"))
-    for k, v in {**DEFAULTS, **(extra or {})}.items():
+    conf = {**DEFAULTS, **(extra or {})}
+    if SCORER_JAR.is_file():
+        conf["spark.jars"] = ",".join(filter(None, [conf.get("spark.jars"), str(SCORER_JAR)]))
+    for k, v in conf.items():
         b = b.config(k, v)
     s = b.getOrCreate()
     s.sparkContext.setLogLevel(os.environ.get("SPOT_AE_SPARK_LOGLEVEL", "WARN"))
