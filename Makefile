@@ -4,7 +4,7 @@ VENV  ?= .venv
 PY    := $(VENV)/bin/python
 DATE  ?= 20180216
 
-.PHONY: setup artifacts demo test test-unit bench evaluate \
+.PHONY: setup artifacts wheel demo test test-unit bench evaluate \
         cluster-up cluster-down cluster-status cluster-logs cluster-clean ml-run smoke e2e
 
 setup:            ## host packages, docker engine, artifact cache, venv (idempotent)
@@ -12,6 +12,11 @@ setup:            ## host packages, docker engine, artifact cache, venv (idempot
 
 artifacts:        ## the checksummed artifact cache: wheels + Hadoop jars (host only)
 	bash scripts/artifacts.sh
+
+wheel:            ## the job's wheel in build/wheels (with the JVM scorer jar), for Ansible
+	bash scripts/build-jar.sh
+	rm -f build/wheels/spot_ae_job-*.whl
+	$(VENV)/bin/pip wheel --quiet --no-deps --no-build-isolation --no-index -w build/wheels .
 
 demo:             ## the main job on the bundled CIC-IDS2018 excerpt, local Spark
 	$(VENV)/bin/spot-ae demo

@@ -152,6 +152,7 @@ def site(request, tmp_path_factory):
     try:
         # The AE job's wheel from the working tree, as docs/ansible.md says to build it.
         wheels = work / "wheels"
+        run(["bash", str(REPO / "scripts" / "build-jar.sh")], timeout=300)  # the JVM scorer ships in the wheel
         run([str(VENV_BIN / "pip"), "wheel", "--quiet", "--no-deps", "--no-build-isolation", "--no-index",
              "-w", str(wheels), str(REPO)], timeout=600)
         run(["docker", "network", "create", network])
