@@ -66,7 +66,8 @@ def main() -> None:
     ap.add_argument("--rows", type=int, default=8_000_000)
     ap.add_argument("--train-rows", type=int, default=50_000)
     ap.add_argument("--epochs", type=int, default=3)
-    ap.add_argument("--slow-rows", type=int, default=20_000, help="rows for Keras/Elephas predict")
+    ap.add_argument("--slow-rows", type=int, default=100_000,
+                    help="rows for Keras/Elephas predict (Elephas' fixed start-up cost makes a small slice look slower)")
     ap.add_argument("--master", default="local[2]")
     a = ap.parse_args()
     mem = PeakRSS()

@@ -262,16 +262,27 @@ def write_alerts(
     if batch_id is not None:
         out, mode = f"{out}/batch={batch_id}", "overwrite"
     ecs_documents(src, day, model, threshold, threshold_mode, created).write.mode(mode).text(out)
-    n = spark.read.text(out).count()  # in append mode: every call's so far
 
     summary_uri = summary_location(day, huser)
     prev = {}
     if (mode == "append" or batch_id is not None) and fsutil.exists(spark, summary_uri):
         prev = json.loads(fsutil.read_text(spark, summary_uri))
     suppressed = sum(by_verdict.values())
-    merged = dict(prev.get("suppressed_by_verdict", {}))
-    for k, v in by_verdict.items():
-        merged[k] = merged.get(k, 0) + v
+    by_batch = None
+    if batch_id is not None:
+        # per batch, so a batch re-run after a crash replaces its own counts instead of adding them again
+        by_batch = {**prev.get("suppressed_by_batch", {}), str(batch_id): by_verdict}
+        merged: dict[str, int] = {}
+        for counts in by_batch.values():
+            for k, v in counts.items():
+                merged[k] = merged.get(k, 0) + v
+        # every batch's alerts of the day (and a batch run's, if one wrote there first)
+        n = spark.read.option("recursiveFileLookup", "true").text(alerts_location(day, huser)).count()
+    else:
+        merged = dict(prev.get("suppressed_by_verdict", {}))
+        for k, v in by_verdict.items():
+            merged[k] = merged.get(k, 0) + v
+        n = spark.read.text(out).count()  # in append mode: every call's so far
     summary = {
         "day": day,
         "model_version": model.version,
@@ -281,6 +292,7 @@ def write_alerts(
         "threshold": {"mode": threshold_mode, "value": float(threshold)},
         "ecs_version": ECS_VERSION,
         "created": created,
+        **({"suppressed_by_batch": by_batch} if by_batch is not None else {}),
     }
     fsutil.write_text(spark, summary_uri, json.dumps(summary, indent=2))
     if low is not None:

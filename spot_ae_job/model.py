@@ -246,11 +246,11 @@ def train_autoencoder(
     rdd.unpersist()
 
     # Threshold: the chosen mode's quantile of the held-out benign rows' errors (never the
-    # training rows': those reconstruct better than new benign traffic does).
+    # training rows': those reconstruct better than new benign traffic does). Scored by the
+    # scorer that will score the days (model.score), so a day's flow equal to a held-out one
+    # lands exactly on the threshold, not a rounding step either side of it.
     model = AEModel(weights, scaler, threshold=float("nan"), meta={"kind": variant})
-    from spot_ae_job.score import score_features
-
-    held_scores = score_features(model, variant_features(held_out, variant).select(*cols)).cache()
+    held_scores = model.score(held_out).select(drift.SCORE).cache()
     n_held = held_scores.count()
     per_day = flows_per_day or n_all + n_held
     model.threshold, thr_meta = thresholds.fit_on_held_out(

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import math
 import os
 import shutil
 import signal
@@ -39,11 +40,13 @@ BATCH_SIZE = 4           # 237 rows: small batches give enough updates in few (c
 # Recall on TEST_DAY's attack flows at the p95 threshold, measured offline with the same data,
 # TRAIN_DAY and EPOCHS on local[2] (docs/e2e.md has the command and its output).
 RECALL_BOUND = 15 / 37
-# How far below it a run may land and still pass: the p95 threshold is fitted on a held-out 15%
-# of 22/02's 237 benign rows (about 35 rows, so p95 is their second-highest score), and training
-# is not bit-for-bit repeatable; both move the threshold by several flows between runs. Chance
-# level (25 flows flagged of 318) would be about 3 hits.
-RECALL_MARGIN = 5
+# What the cluster run must show instead of reaching that bound: the p95 threshold is fitted on a
+# held-out 15% of 22/02's 237 benign rows (about 35 rows, so p95 is their second-highest score),
+# and training is not bit-for-bit repeatable, so how MANY flows a run flags swings (12 to 50 of
+# 318 seen) and recall with it (7 to 36 of 37). What does not depend on that swing is whether
+# the flows it flags are attacks far more often than chance: the probability of at least that
+# many attack flows in a random draw of that many flows (hypergeometric) must be below this.
+ENRICHMENT_P = 1e-3
 
 Key = tuple  # (sip, dip, sport, dport, start second, ipkt, ibyt, opkt, obyt)
 
@@ -88,6 +91,15 @@ def excerpt_flows(path: str | os.PathLike) -> Sent:
     for fl, lab in zip(flows, labels, strict=True):
         attack[flow_key(fl)] = lab.upper() != "BENIGN"
     return Sent(Counter(flow_key(f) for f in flows), attack)
+
+
+def chance_probability(total: int, attacks: int, flagged: int, hits: int) -> float:
+    """P(at least `hits` attack flows among `flagged` flows drawn at random from `total` flows of
+    which `attacks` are attacks): the hypergeometric upper tail."""
+    if flagged > total or attacks > total:
+        raise ValueError("more flagged or attack flows than flows")
+    tail = sum(math.comb(attacks, i) * math.comb(total - attacks, flagged - i) for i in range(hits, min(attacks, flagged) + 1))
+    return tail / math.comb(total, flagged)
 
 
 def recall(sent: Sent, day: str, suspicious: list[dict]) -> tuple[float, int, int]:

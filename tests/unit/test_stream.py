@@ -160,6 +160,34 @@ def test_a_rerun_of_the_same_batch_id_replaces_its_output(spark, tmp_path, sampl
     assert results.days()[0]["streamed"] is True and results.days()[0]["suspicious"] == run.suspicious
 
 
+def test_a_rerun_batch_counts_its_suppressed_alerts_once(spark, tmp_path, sample):
+    import json
+
+    from spot_ae_job import verdicts
+    from spot_ae_job.alerts import read_alerts, summary_location
+
+    huser = f"file://{tmp_path}/spot"
+    land(open_store(huser), sample, 1, "nf")
+    make_model(spark, huser, 3, "ae-v1")
+    scorer = BatchScorer(huser, ModelFollower(spark, huser, say=lambda _: None), say=lambda _: None)
+    batch = spark.read.parquet(flow_table_location(huser))
+    scorer(batch, 4)
+    flagged = streamed(spark, huser, DAY, "suspicious")
+    n_flagged, one = flagged.count(), flagged.first()
+    covered = flagged.where((F.col("sip") == one.sip) & (F.col("dip") == one.dip) & (F.col("dport") == one.dport)
+                            & (F.col("proto") == one.proto)).count()
+    low = verdicts.new_verdict(sip=one.sip, dip=one.dip, dport=one.dport, proto=one.proto, sev=3, who="t", day=DAY)
+    path = tmp_path / "spot" / "flow" / verdicts.file_name(low)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(verdicts.to_line(low))
+
+    scorer(batch, 4)
+    scorer(batch, 4)  # the same batch again, as after a crash before the checkpoint commit
+    summary = json.loads(Path(summary_location(DAY, huser).removeprefix("file://")).read_text())
+    assert summary["suppressed_by_verdict"] == {low["id"]: covered} and summary["suppressed"] == covered
+    assert summary["alerts"] == len(read_alerts(spark, DAY, huser)) == n_flagged - covered
+
+
 def test_without_a_model_the_stream_waits_and_says_why(spark, tmp_path):
     said: list[str] = []
     follower = ModelFollower(spark, f"file://{tmp_path}/spot", say=said.append)
