@@ -216,7 +216,7 @@ def decode_fmt(path: str | os.PathLike, bidirectional: bool = False, nfdump: str
         return None  # e.g. nfdump prints a tunnelled flow's outer addresses as one more line
     if not flows:
         flows, rejects = [ARROW_FLOW_SCHEMA.empty_table()], [ARROW_REJECT_SCHEMA.empty_table()]
-    return Decoded(source, pa.concat_tables(flows).combine_chunks(), pa.concat_tables(rejects).combine_chunks(),
+    return Decoded(source, pa.concat_tables(flows), pa.concat_tables(rejects),
                    printed if bidirectional else counted, warnings)  # -B: the Summary counts records before joining
 
 
