@@ -111,8 +111,8 @@ _FMT_READ = dict(
 # (tests/unit/test_ingest_nfdump.py sends a flow of each protocol through a real nfcapd).
 _PROTO_NAMES = (
     "0 ICMP IGMP GGP IPIP ST TCP CBT EGP IGP BBN NVPII PUP ARGUS ENCOM XNET CHAOS UDP MUX DCN HMP PRM XNS Trnk1 Trnk2 "
-    "Leaf1 Leaf2 RDP IRTP ISO-4 NETBK MFESP MEINP DCCP 3PC IDPR XTP DDP IDPR TP++ IL IPv6 SDRP Rte6 Frag6 IDRP RSVP GRE "
-    "MHRP BNA ESP AH INLSP SWIPE NARP MOBIL TLSP SKIP ICMP6 NOHE6 OPTS6 HOST CFTP NET SATNT KLAN RVD IPPC FS SATM VISA "
+    "Leaf1 Leaf2 RDP IRTP ISO-4 NETBK MFESP MEINP DCCP 3PC IDPR XTP DDP IDPR TP++ IL IPv6 SDRP Rte6 Frag6 IDRP RSVP "
+    "GRE MHRP BNA ESP AH INLSP SWIPE NARP MOBIL TLSP SKIP ICMP6 NOHE6 OPTS6 HOST CFTP NET SATNT KLAN RVD IPPC FS SATM VISA "
     "IPCV CPNX CPHB WSN PVP BSATM SUNND WBMON WBEXP ISOIP VMTP SVMTP VINES TTP NSIGP DGP TCF EIGRP OSPF S-RPC LARP MTP "
     "AX.25 OS MICP SCCSP ETHIP ENCAP 99 GMTP IFMP PNNI PIM ARIS SCPS QNX A/N IPcmp SNP CpqPP IPXIP VRRP PGM 0hop L2TP "
     "DDX IATP STP SRP UTI SMP SM PTP ISIS4 FIRE CRTP CRUDP 128 IPLT SPS PIPE SCTP FC 134 MHEAD UDP-L MPLS"
@@ -371,7 +371,8 @@ def _split(cols: dict[str, pa.Array], checks: list[tuple[pa.Array, str]], raw_ro
     return flows.filter(pc.invert(bad)).cast(ARROW_FLOW_SCHEMA), rejects  # cast after filter: rejects may overflow
 
 
-def convert_fmt(batch: pa.RecordBatch | pa.Table, source: str, bidirectional: bool = False) -> tuple[pa.Table, pa.Table]:
+def convert_fmt(batch: pa.RecordBatch | pa.Table, source: str,
+                bidirectional: bool = False) -> tuple[pa.Table, pa.Table]:
     """Typed columns of nfdump's fmt output (_FMT_FIELDS) -> (flows, rejects) by the rules of
     `convert`, with the values `-o csv` would have printed. Raises _NotPlain for what only the csv
     path can judge: a time -o csv cannot print, or (with -B, where no count catches it) a record
@@ -390,8 +391,8 @@ def convert_fmt(batch: pa.RecordBatch | pa.Table, source: str, bidirectional: bo
     icmp = pc.is_in(c["pr"], _ICMP)
     if pc.any(icmp).as_py():
         port = pc.if_else(icmp, pc.add(pc.multiply(port, 256), c["icmp_code"]), port)
-    out: dict[str, pa.Array] = {"tdur": pc.cast(c["td"], pa.float32()), "dport": port,
-                                "proto": _PROTO_NAME.take(c["pr"]), "flag": c["flg"], "dir": pc.cast(c["dir"], pa.int32())}
+    out: dict[str, pa.Array] = {"tdur": pc.cast(c["td"], pa.float32()), "dport": port, "flag": c["flg"],
+                                "proto": _PROTO_NAME.take(c["pr"]), "dir": pc.cast(c["dir"], pa.int32())}
     for nf, name in NFDUMP_TO_FLOW.items():
         if nf in ("sa", "da", "ra"):  # right-aligned in 39 columns
             out[name] = pc.ascii_ltrim_whitespace(c[nf])
