@@ -39,7 +39,7 @@ JVM_UDF, JVM_CLASS = "spot_ae_score", "spotae.AeScore"
 _JVM_INPUT_TYPES = {"proto": "string", "flag": "string", "sport": "int", "dport": "int", "tdur": "float",
                     "ipkt": "bigint", "ibyt": "bigint", "opkt": "bigint", "obyt": "bigint"}
 _log = logging.getLogger(__name__)
-_jvm_ready: dict[int, bool] = {}
+_jvm_missing_logged = False
 
 
 def _scorer_udf(model, features: Callable[[pd.DataFrame], np.ndarray]):
@@ -82,17 +82,19 @@ def jvm_weights(model) -> bytes:
 
 
 def _jvm_available(spark) -> bool:
-    """Register the Java UDF once per session; False (and one log line) if its jar is missing."""
-    key = id(spark._jsparkSession)
-    if key not in _jvm_ready:
-        try:
-            spark.udf.registerJavaFunction(JVM_UDF, JVM_CLASS, T.DoubleType())
-            _jvm_ready[key] = True
-        except Exception as e:  # py4j wraps the ClassNotFoundException
+    """Register the Java UDF on this session: cheap, and done on every call because a stream's
+    micro-batches each come with a session of their own. False if the jar is missing (logged
+    once per process)."""
+    global _jvm_missing_logged
+    try:
+        spark.udf.registerJavaFunction(JVM_UDF, JVM_CLASS, T.DoubleType())
+        return True
+    except Exception as e:  # py4j wraps the ClassNotFoundException
+        if not _jvm_missing_logged:
             _log.warning("JVM scorer unavailable (%s: run scripts/build-jar.sh); scoring with the Arrow scorer",
                          str(e).splitlines()[0][:200])
-            _jvm_ready[key] = False
-    return _jvm_ready[key]
+            _jvm_missing_logged = True
+        return False
 
 
 def score_flows(model, flows: DataFrame, scorer: str | None = None) -> DataFrame:

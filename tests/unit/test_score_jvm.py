@@ -80,3 +80,19 @@ def test_only_the_nine_inputs_matter(spark, flows):
     a = score_flows(model, df, scorer="jvm").select("rid", "score").orderBy("rid").collect()
     b = score_flows(model, other, scorer="jvm").select("rid", "score").orderBy("rid").collect()
     assert a == b and set(FEATURE_INPUTS) <= set(FLOW_COLUMNS)
+
+
+def test_without_the_jar_auto_falls_back_to_the_arrow_scorer_and_jvm_refuses(spark, flows, monkeypatch, caplog):
+    import spot_ae_job.score as S
+    from spot_ae_job.errors import SpotAEError
+
+    model = model_for(spark, flows, 5)
+    df = flows.limit(200).withColumn("rid", F.monotonically_increasing_id()).cache()
+    want = score_flows(model, df, scorer="arrow").select("rid", "score").orderBy("rid").collect()
+    monkeypatch.setattr(S, "JVM_CLASS", "spotae.NotBuilt")  # what a session without the jar finds
+    monkeypatch.setattr(S, "_jvm_missing_logged", False)
+    with caplog.at_level("WARNING"):
+        got = score_flows(model, df).select("rid", "score").orderBy("rid").collect()
+    assert got == want and "JVM scorer unavailable" in caplog.text
+    with pytest.raises(SpotAEError, match="jar"):
+        score_flows(model, df, scorer="jvm")
