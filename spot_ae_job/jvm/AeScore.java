@@ -20,6 +20,7 @@ import org.apache.spark.sql.api.java.UDF10;
 public final class AeScore implements UDF10<String, String, Integer, Integer, Float, Long, Long, Long, Long, byte[], Double> {
     private static final long serialVersionUID = 1L;
     private static final int FEATURES = 18;
+    // Scratch state: Spark deserializes a UDF with each task, so one instance serves one thread.
     private transient byte[] loaded;
     private transient int nHid;
     private transient double[] scale, offset, w1, b1, w2, b2, x, h;
@@ -52,10 +53,12 @@ public final class AeScore implements UDF10<String, String, Integer, Integer, Fl
         return a;
     }
 
-    /** A missing, NaN or negative count is 0, as in features.feature_matrix. */
+    /** A missing, NaN or negative count is 0 and an infinite one the largest double, as
+     * numpy's nan_to_num + maximum(0) make them in features.feature_matrix. */
     private static double count(Number v) {
         if (v == null) return 0.0;
         double d = v.doubleValue();
+        if (d == Double.POSITIVE_INFINITY) return Double.MAX_VALUE;
         return d > 0.0 ? d : 0.0;
     }
 

@@ -63,6 +63,7 @@ def test_jvm_scorer_handles_what_exporters_really_send(spark, flows):
         {"proto": "GRE", "flag": "", "tdur": float("nan"), "opkt": None, "obyt": None},
         {"proto": "udp", "flag": "....A...", "ipkt": 0, "ibyt": 10**12, "tdur": 0.001},
         {"proto": "Tcp", "flag": ".AP.SF", "sport": 65535, "dport": 0, "tdur": -3.0},
+        {"proto": "TCP", "flag": "S", "tdur": float("inf"), "ibyt": 2**62, "ipkt": 3},
     ]
     rows = [{**base, **o} for o in odd]
     df = spark.createDataFrame(rows, FLOW_SCHEMA)
