@@ -297,7 +297,8 @@ def write_alerts(
     fsutil.write_text(spark, summary_uri, json.dumps(summary, indent=2))
     if low is not None:
         hits.unpersist()
-    progress(f"{day}: {n} alerts (ECS JSON lines) -> {out}; {suppressed} suppressed by low-risk verdicts")
+    so_far = " (the day's so far)" if batch_id is not None else ""
+    progress(f"{day}: {n} alerts{so_far} (ECS JSON lines) -> {out}; {suppressed} suppressed by low-risk verdicts")
     return AlertSummary(day, n, summary["suppressed"], out, merged)
 
 
