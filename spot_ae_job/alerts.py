@@ -17,6 +17,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import re
+from collections import Counter
 from dataclasses import dataclass, field
 
 import pandas as pd
@@ -272,17 +273,13 @@ def write_alerts(
     if batch_id is not None:
         # per batch, so a batch re-run after a crash replaces its own counts instead of adding them again
         by_batch = {**prev.get("suppressed_by_batch", {}), str(batch_id): by_verdict}
-        merged: dict[str, int] = {}
-        for counts in by_batch.values():
-            for k, v in counts.items():
-                merged[k] = merged.get(k, 0) + v
+        parts = list(by_batch.values())
         # every batch's alerts of the day (and a batch run's, if one wrote there first)
         n = spark.read.option("recursiveFileLookup", "true").text(alerts_location(day, huser)).count()
     else:
-        merged = dict(prev.get("suppressed_by_verdict", {}))
-        for k, v in by_verdict.items():
-            merged[k] = merged.get(k, 0) + v
+        parts = [prev.get("suppressed_by_verdict", {}), by_verdict]
         n = spark.read.text(out).count()  # in append mode: every call's so far
+    merged = dict(sum(map(Counter, parts), Counter()))  # verdict id -> suppressed alerts (counts >= 1)
     summary = {
         "day": day,
         "model_version": model.version,
