@@ -13,8 +13,10 @@ Use it from a test module with `pytest_plugins = ["tests.hdfs_local"]` (or impor
 Outside pytest (benchmarks, manual poking): `with LocalHDFS() as h: ...`, or
 `python -m tests.hdfs_local` to keep one running until Ctrl-C.
 
-The configuration written here is the minimum for a test daemon; the production configuration is
-rendered by the cluster images/Ansible roles.
+The configuration written here is the minimum for a test daemon (addresses, directories); the
+production configuration is rendered by the cluster images/Ansible roles. Settings that shape
+how HDFS behaves rather than where it lives (`SHARED_SETTINGS`) are read from config/hadoop.env,
+the cluster's one source, so tests and benchmarks see the deployed behaviour.
 """
 from __future__ import annotations
 
@@ -38,6 +40,8 @@ from spot_ae_job.webhdfs import WebHDFS, WebHDFSError
 
 REPO = Path(__file__).resolve().parents[1]
 JARS = Path(os.environ.get("SPOT_AE_JARS", REPO / "artifacts" / "jars"))
+SETTINGS = REPO / "config" / "hadoop.env"
+SHARED_SETTINGS = ("HDFS-SITE.XML_dfs.client.block.write.locateFollowingBlock.initial.delay.ms",)
 
 # Hadoop's own launch scripts add these on Java 17 (PLATFORM.md).
 JAVA17_OPENS = [
@@ -63,6 +67,16 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def shared_hdfs_site() -> dict[str, str]:
+    """SHARED_SETTINGS as hdfs-site properties, from config/hadoop.env (each must be there)."""
+    values = {}
+    for line in SETTINGS.read_text().splitlines():
+        key, sep, value = line.strip().partition("=")
+        if sep and not key.startswith("#"):
+            values[key] = value
+    return {k.split("_", 1)[1]: values[k] for k in SHARED_SETTINGS}
 
 
 def _site(props: dict[str, object]) -> str:
@@ -113,6 +127,7 @@ class LocalHDFS:
             "dfs.blocksize": 8 * 1024 * 1024,
             "dfs.namenode.fs-limits.min-block-size": 1024,
             "dfs.permissions.superusergroup": "supergroup",
+            **shared_hdfs_site(),
         }))
         (conf / "log4j.properties").write_text(LOG4J)
 

@@ -434,16 +434,18 @@ def _csv_text(c: dict[str, pa.Array], out: dict[str, pa.Array], bad: pa.Array) -
     return pa.table({nf: text[nf] for nf in NFDUMP_FIELDS})
 
 
+_JSON_ESCAPES = r'["\\]'  # the two characters a JSON string must escape that text fields could hold
+
+
 def _as_json(t: pa.Table) -> pa.Array:
     """Each row as a JSON object of its fields as text, built column-wise (rejects can be many).
-    Only text columns can hold a quote or backslash to escape (a literal search, not a regex:
+    Only text columns can hold a quote or backslash to escape (one scan per column for both:
     this runs on every rejected row)."""
     pieces: list = []
     for i, c in enumerate(t.column_names):
         col = t[c].combine_chunks()
         text = pc.fill_null(col.cast(pa.string()), "")
-        if pa.types.is_string(col.type) and (pc.any(pc.match_substring(text, '"')).as_py()
-                                             or pc.any(pc.match_substring(text, "\\")).as_py()):
+        if pa.types.is_string(col.type) and pc.any(pc.match_substring_regex(text, _JSON_ESCAPES)).as_py():
             text = pc.replace_substring(pc.replace_substring(text, "\\", "\\\\"), '"', '\\"')
         pieces += [("{" if i == 0 else '", ') + json.dumps(c) + ': "', text]
     pieces.append('"}')

@@ -30,7 +30,6 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from spot_ae_job.errors import SpotAEError
-from spot_ae_job.ingest.cicids import detect_columns
 
 TEMPLATE_EVERY = 16
 _TS_FORMATS = ["%d/%m/%Y %H:%M:%S", "%Y-%m-%d %H:%M:%S.%f", "%Y-%m-%d %H:%M:%S", "%d/%m/%Y %I:%M:%S %p"]
@@ -96,6 +95,8 @@ def _timestamp(text: str | None) -> int | None:
 
 def cicids_flows(path: str | os.PathLike, stats: ReplayStats, default_start_ms: int) -> list[Flow]:
     """The rows of one CICFlowMeter CSV as flows (CIC timestamps are taken as UTC, like the reader)."""
+    from spot_ae_job.ingest.cicids import detect_columns  # (pyspark: not for the ingest workers' pcap path)
+
     flows = []
     with open(path, newline="", encoding="utf-8", errors="replace") as f:
         reader = csv.DictReader(f)

@@ -85,23 +85,26 @@ class WebHDFSStore(Store):
         return with_retry(fn, attempts=self.attempts, what=what)
 
     def put(self, uri: str, data: bytes) -> bool:
+        """Three HTTP requests (CREATE at the NameNode, the bytes to a DataNode, RENAME): CREATE
+        makes missing parent directories, and the rename itself refuses an existing name, so
+        neither a status check first nor a mkdirs is needed. Only a refused rename costs more
+        (is the name there, i.e. committed before? then drop our temporary copy)."""
         path = WebHDFS.hdfs_path(uri)
         parent, name = path.rsplit("/", 1)
-        if self._retry(lambda: self.client.status(path), f"status {path}") is not None:
-            return False
         tmp = f"{parent}/.{name}.{uuid.uuid4().hex[:8]}.tmp"  # hidden from Spark ('.' prefix)
-        self._retry(lambda: self.client.mkdirs(parent), f"mkdirs {parent}")
         self._retry(lambda: self.client.write(tmp, data, overwrite=True), f"write {tmp}")
+        if self._retry(lambda: self.client.rename(tmp, path), f"rename {tmp}"):
+            return True
+        # Refused: the final name exists (committed before), or a retried rename had already
+        # gone through (then tmp is gone and the name exists: also committed).
+        committed = self._retry(lambda: self.client.status(path), f"status {path}") is not None
         try:
-            renamed = self._retry(lambda: self.client.rename(tmp, path), f"rename {tmp}")
-            if not renamed and self._retry(lambda: self.client.status(path), f"status {path}") is None:
-                raise SpotAEError(f"HDFS refused to rename {tmp} to {path}")
-            return renamed
-        finally:
-            try:
-                self.client.delete(tmp)  # gone after a rename; a leftover after a refusal
-            except WebHDFSError:
-                pass
+            self.client.delete(tmp)
+        except WebHDFSError:
+            pass  # a leftover hidden temporary file is harmless; the committed name is what counts
+        if not committed:
+            raise SpotAEError(f"HDFS refused to rename {tmp} to {path}")
+        return False
 
     def read(self, uri: str) -> bytes:
         return self._retry(lambda: self.client.read(WebHDFS.hdfs_path(uri)), f"read {uri}")

@@ -52,13 +52,9 @@ def to_csv(rows: list[dict]) -> bytes:
     return buf.getvalue().encode()
 
 
-def write_summary(store: Store, tag: str, by_day: dict[tuple[int, int, int], list[dict]]) -> list[str]:
-    written = []
-    for (y, m, d), rows in sorted(by_day.items()):
-        uri = f"{summary_location(store.huser)}/y={y}/m={m}/d={d}/{tag}.csv"
-        store.put(uri, to_csv(rows))
-        written.append(uri)
-    return written
+def summary_files(huser: str, tag: str, by_day: dict[tuple[int, int, int], list[dict]]) -> list[tuple[str, bytes]]:
+    """[(uri, CSV bytes)] of one source's summary, a file per day (committed like the flows)."""
+    return [(f"{summary_location(huser)}/y={y}/m={m}/d={d}/{tag}.csv", to_csv(rows)) for (y, m, d), rows in sorted(by_day.items())]
 
 
 def read_summary(store: Store) -> list[dict]:

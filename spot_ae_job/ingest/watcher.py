@@ -14,13 +14,15 @@ and a file whose ledger entry exists is skipped. The local file leaves the spool
 
 `Watcher` polls the collector's directory for closed files (nfcapd renames `nfcapd.current.*`
 to `nfcapd.YYYYMMDDhhmm` when it rotates), decodes several at once in worker processes (nfdump
-decodes are the bottleneck and each file is one single-threaded nfdump), moves corrupt files to
+decodes are the bottleneck and each file is one single-threaded nfdump) while threads commit the
+files already decoded (`Pipeline`: HDFS round trips are waiting, not CPU), moves corrupt files to
 the quarantine directory with a `.reason` file, and keeps a file in place when HDFS stays down
 past the bounded retries: it is simply tried again on a later pass.
 """
 from __future__ import annotations
 
 import concurrent.futures as cf
+import datetime
 import hashlib
 import io
 import json
@@ -68,17 +70,21 @@ def parquet_bytes(table: pa.Table) -> bytes:
 
 
 def split_by_hour(flows: pa.Table) -> list[tuple[tuple[int, int, int, int], pa.Table]]:
-    """[((y, m, d, h), rows of that hour)], from each flow's own timestamp."""
+    """[((y, m, d, h), rows of that hour)], from each flow's own timestamp (UTC epoch seconds,
+    from which the tr* columns are derived). A file of one hour, the usual case for a rotated
+    nfcapd file, is returned whole: no copy."""
     if flows.num_rows == 0:
         return []
-    key = pc.add(pc.add(pc.multiply(pc.cast(flows["tryear"], pa.int64()), 1_000_000),
-                        pc.multiply(pc.cast(flows["trmonth"], pa.int64()), 10_000)),
-                 pc.add(pc.multiply(pc.cast(flows["trday"], pa.int64()), 100), pc.cast(flows["trhour"], pa.int64())))
-    out = []
-    for k in sorted(pc.unique(key).to_pylist()):
-        y, m, d, h = k // 1_000_000, k // 10_000 % 100, k // 100 % 100, k % 100
-        out.append(((y, m, d, h), flows.filter(pc.equal(key, k))))
-    return out
+    hour = pc.divide(flows["unix_tstamp"], 3600)  # integer division; timestamps are >= 2000
+    hours = sorted(pc.unique(hour).to_pylist())
+
+    def ymdh(k: int) -> tuple[int, int, int, int]:
+        t = datetime.datetime.fromtimestamp(k * 3600, datetime.timezone.utc)
+        return t.year, t.month, t.day, t.hour
+
+    if len(hours) == 1:
+        return [(ymdh(hours[0]), flows)]
+    return [(ymdh(k), flows.filter(pc.equal(hour, k))) for k in hours]
 
 
 @dataclass
@@ -94,38 +100,70 @@ class Result:
     reject_reasons: dict | None = None
 
 
-def commit_decoded(store: Store, dec: Decoded, tag: str, source_kind: str, source_name: str) -> Result:
-    """Steps 3-4 above for an already decoded file."""
-    table = flow_table_location(store.huser)
+@dataclass
+class Prepared:
+    """A decoded file, encoded and ready to commit: every output as (uri, bytes), the ledger
+    entry last. What a decode worker hands to a commit thread (small: Parquet, a few MB)."""
+    result: Result
+    outputs: list[tuple[str, bytes]]
+
+
+def prepare_decoded(huser: str, dec: Decoded, tag: str, source_kind: str, source_name: str) -> Prepared:
+    """Step 3's outputs and step 4's ledger entry for a decoded file, as bytes (no I/O)."""
+    huser = huser.rstrip("/")
+    table = flow_table_location(huser)
     parts = split_by_hour(dec.flows)
-    for (y, m, d, h), rows in parts:
-        store.put(f"{table}/y={y}/m={m}/d={d}/h={h}/{tag}.parquet", parquet_bytes(rows))
+    outputs = [(f"{table}/y={y}/m={m}/d={d}/h={h}/{tag}.parquet", parquet_bytes(rows)) for (y, m, d, h), rows in parts]
     reasons = {}
     if dec.rejects.num_rows:
-        store.put(f"{store.huser}/flow/quarantine/nfdump/{tag}.parquet", parquet_bytes(dec.rejects))
+        outputs.append((f"{huser}/flow/quarantine/nfdump/{tag}.parquet", parquet_bytes(dec.rejects)))
         counts = dec.rejects.group_by("reject_reason").aggregate([("reject_reason", "count")])
         reasons = {r["reject_reason"]: r["reject_reason_count"] for r in counts.to_pylist()}
-    summary.write_summary(store, tag, summary.hourly_rows(dec.flows, source_kind, source_name))
+    outputs += summary.summary_files(huser, tag, summary.hourly_rows(dec.flows, source_kind, source_name))
     res = Result(source_name, tag, "ingested", dec.flows.num_rows, dec.rejects.num_rows, dec.nfdump_flows,
                  len(parts), reject_reasons=reasons)
     record = {**res.__dict__, "source_kind": source_kind, "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
               "hours": [f"y={y}/m={m}/d={d}/h={h}" for (y, m, d, h), _ in parts]}
-    store.put(ledger_uri(store.huser, tag), json.dumps(record, indent=1).encode())
-    return res
+    outputs.append((ledger_uri(huser, tag), json.dumps(record, indent=1).encode()))
+    return Prepared(res, outputs)
 
 
-def ingest_file(store: Store, path: str | os.PathLike, *, bidirectional: bool = False, source_kind: str = "nfcapd",
-                tag: str | None = None, source_name: str | None = None) -> Result:
-    """One nfcapd file into the flow table exactly once. Raises NfdumpFileError for a bad file and
-    WebHDFSError/SpotAEError when HDFS cannot take it now (nothing is lost: retry later)."""
+def commit(store: Store, prepared: Prepared) -> Result:
+    """Steps 3-4: every output, then the ledger entry (in that order: the ledger is the commit point)."""
+    for uri, data in prepared.outputs:
+        store.put(uri, data)
+    return prepared.result
+
+
+def commit_decoded(store: Store, dec: Decoded, tag: str, source_kind: str, source_name: str) -> Result:
+    """Steps 3-4 above for an already decoded file."""
+    return commit(store, prepare_decoded(store.huser, dec, tag, source_kind, source_name))
+
+
+def _already(store: Store, tag: str, name: str) -> Result | None:
+    """The ledger's record of `tag` if that file was ingested before."""
+    if not store.exists(ledger_uri(store.huser, tag)):
+        return None
+    done = json.loads(store.read(ledger_uri(store.huser, tag)))
+    return Result(name, tag, "already-ingested", done.get("flows", 0), done.get("rejected", 0),
+                  done.get("nfdump_flows", 0), done.get("partitions", 0))
+
+
+def prepare_file(store: Store, path: str | os.PathLike, *, bidirectional: bool = False, source_kind: str = "nfcapd",
+                 tag: str | None = None, source_name: str | None = None) -> Prepared | Result:
+    """Steps 1-2 of one nfcapd file: the ledger's Result if it was ingested before, else its
+    Prepared outputs. Raises NfdumpFileError for a bad file."""
     tag = tag or file_tag(path)
     name = source_name or Path(path).name
-    if store.exists(ledger_uri(store.huser, tag)):
-        done = json.loads(store.read(ledger_uri(store.huser, tag)))
-        return Result(name, tag, "already-ingested", done.get("flows", 0), done.get("rejected", 0),
-                      done.get("nfdump_flows", 0), done.get("partitions", 0))
-    dec = decode_file(path, bidirectional=bidirectional)
-    return commit_decoded(store, dec, tag, source_kind, name)
+    return _already(store, tag, name) or prepare_decoded(store.huser, decode_file(path, bidirectional=bidirectional),
+                                                         tag, source_kind, name)
+
+
+def ingest_file(store: Store, path: str | os.PathLike, **kw) -> Result:
+    """One nfcapd file into the flow table exactly once. Raises NfdumpFileError for a bad file and
+    WebHDFSError/SpotAEError when HDFS cannot take it now (nothing is lost: retry later)."""
+    out = prepare_file(store, path, **kw)
+    return commit(store, out) if isinstance(out, Prepared) else out
 
 
 # -- the spool watcher -----------------------------------------------------------------------
@@ -142,12 +180,11 @@ class StoreConfig:
         return open_store(self.huser, self.webhdfs, self.user, self.attempts)
 
 
-def ingest_nfdump_csv(store: Store, path: str | os.PathLike) -> Result:
+def prepare_nfdump_csv(store: Store, path: str | os.PathLike) -> Prepared | Result:
     """A saved `nfdump -o csv` file through the same commit path (no nfdump run needed)."""
     tag = file_tag(path, "nfcsv")
-    if store.exists(ledger_uri(store.huser, tag)):
-        return Result(Path(path).name, tag, "already-ingested")
-    return commit_decoded(store, decode_csv(path), tag, "nfdump-csv", Path(path).name)
+    name = Path(path).name
+    return _already(store, tag, name) or prepare_decoded(store.huser, decode_csv(path), tag, "nfdump-csv", name)
 
 
 def ingest_pcap(store: Store, path: str | os.PathLike) -> Result:
@@ -170,7 +207,10 @@ def ingest_pcap(store: Store, path: str | os.PathLike) -> Result:
     return total
 
 
-def _work(cfg: StoreConfig, path: str, bidirectional: bool, kind: str = "nfcapd") -> Result:
+def _decode(cfg: StoreConfig, path: str, bidirectional: bool, kind: str = "nfcapd") -> Prepared | Result:
+    """A decode worker's task: a file -> its Prepared outputs (committed by the parent's threads),
+    or a final Result (already ingested, quarantined; a pcap, whose several nfcapd files the
+    worker commits itself)."""
     from spot_ae_job.ingest.replay import PcapError
 
     try:
@@ -178,10 +218,70 @@ def _work(cfg: StoreConfig, path: str, bidirectional: bool, kind: str = "nfcapd"
         if kind == "pcap":
             return ingest_pcap(store, path)
         if kind == "nfdump-csv":
-            return ingest_nfdump_csv(store, path)
-        return ingest_file(store, path, bidirectional=bidirectional)
+            return prepare_nfdump_csv(store, path)
+        return prepare_file(store, path, bidirectional=bidirectional)
     except (NfdumpFileError, PcapError) as e:
         return Result(Path(path).name, "", "quarantined", reason=str(e))
+
+
+def worker_pool(workers: int) -> cf.ProcessPoolExecutor:
+    """Decode workers forked from a server process that imported this module (pyarrow, the
+    decode path) and the main module once, so a worker starts in milliseconds instead of ~0.5 s
+    of CPU for its imports. Not plain fork: the parent may run threads (a forked copy of a lock
+    held by another thread deadlocks); not spawn: every worker would import everything again."""
+    ctx = multiprocessing.get_context("forkserver")
+    ctx.set_forkserver_preload(["__main__", __name__])
+    return cf.ProcessPoolExecutor(workers, mp_context=ctx)
+
+
+class Pipeline:
+    """Files through decode (one worker process per core: nfdump and Arrow are CPU) and commit
+    (threads in this process: HDFS round trips are waiting), so no core idles while a file's
+    outputs travel to HDFS and the next file decodes meanwhile. At most `2 * workers` files are
+    in flight, which bounds the encoded outputs held here when HDFS is slow."""
+
+    def __init__(self, cfg: StoreConfig, workers: int | None = None):
+        self.cfg = cfg
+        self.workers = workers or max(1, os.cpu_count() or 1)
+
+    def __enter__(self) -> "Pipeline":
+        self.store = self.cfg.open()
+        self._decoders = worker_pool(self.workers)
+        self._committers = cf.ThreadPoolExecutor(self.workers, thread_name_prefix="commit")
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._committers.shutdown()
+        self._decoders.shutdown()
+
+    def run(self, paths: list[Path], bidirectional: bool = False, kind: str = "nfcapd"):
+        """Yield (path, Result), or (path, the exception) when HDFS could not take that file now
+        (WebHDFSError/SpotAEError/OSError after the bounded retries), in the order files finish."""
+        todo = iter(paths)
+        pending: dict[cf.Future, Path] = {}
+
+        def refill():
+            while len(pending) < 2 * self.workers:
+                p = next(todo, None)
+                if p is None:
+                    return
+                pending[self._decoders.submit(_decode, self.cfg, str(p), bidirectional, kind)] = p
+
+        refill()
+        while pending:
+            done, _ = cf.wait(pending, return_when=cf.FIRST_COMPLETED)
+            for fut in done:
+                path = pending.pop(fut)
+                try:
+                    out = fut.result()
+                except (WebHDFSError, SpotAEError, OSError) as e:
+                    yield path, e
+                    continue
+                if isinstance(out, Prepared):
+                    pending[self._committers.submit(commit, self.store, out)] = path
+                else:
+                    yield path, out
+            refill()
 
 
 def quarantine(path: Path, qdir: Path, reason: str, move: bool = True) -> Path:
@@ -232,21 +332,19 @@ class Watcher:
             self.stats["flows"] += res.flows
         self.stats[res.status] += 1
 
-    def run_once(self, pool: cf.Executor) -> int:
-        """Submit every closed file, wait for them; returns how many were settled."""
+    def run_once(self, pipeline: Pipeline) -> int:
+        """Ingest every closed file, wait for them; returns how many were settled."""
         files = self.closed_files()
         if not files:
             return 0
-        futures = {pool.submit(_work, self.cfg, str(p), self.bidirectional): p for p in files}
         settled = 0
-        for fut in cf.as_completed(futures):
-            path = futures[fut]
-            try:
-                self._finish(path, fut.result())
-                settled += 1
-            except (WebHDFSError, SpotAEError, OSError) as e:  # HDFS down beyond retries: keep the file
+        for path, res in pipeline.run(files, self.bidirectional):
+            if isinstance(res, Exception):  # HDFS down beyond retries: keep the file
                 self.stats["retry-later"] += 1
-                log.warning("HDFS not taking %s now (%s); it stays in %s and is retried", path.name, e, self.incoming)
+                log.warning("HDFS not taking %s now (%s); it stays in %s and is retried", path.name, res, self.incoming)
+                continue
+            self._finish(path, res)
+            settled += 1
         self.backoff = 0.0 if settled == len(files) else min(max(self.backoff * 2, self.poll), 60.0)
         return settled
 
@@ -257,10 +355,9 @@ class Watcher:
                 p.unlink()
 
     def run(self, until_idle: bool = False) -> dict:
-        ctx = multiprocessing.get_context("spawn")
-        with cf.ProcessPoolExecutor(self.workers, mp_context=ctx) as pool:
+        with Pipeline(self.cfg, self.workers) as pipeline:
             while not self._stop:
-                n = self.run_once(pool)
+                n = self.run_once(pipeline)
                 self.prune_done()
                 if until_idle and n == 0 and not self.closed_files():
                     break
@@ -273,13 +370,12 @@ def ingest_paths(cfg: StoreConfig, paths: list[Path], quarantine_dir: Path, work
                  bidirectional: bool = False, kind: str = "nfcapd") -> list[Result]:
     """Offline: nfcapd files (or pcaps, nfdump CSVs: `kind`) through the same path; bad ones are COPIED to quarantine
     (they are the user's files), HDFS failures raise after the bounded retries."""
-    results = []
-    ctx = multiprocessing.get_context("spawn")
-    with cf.ProcessPoolExecutor(workers or max(1, os.cpu_count() or 1), mp_context=ctx) as pool:
-        futures = [pool.submit(_work, cfg, str(p), bidirectional, kind) for p in paths]
-        for p, fut in zip(paths, futures):
-            res = fut.result()
+    results = {}
+    with Pipeline(cfg, workers) as pipeline:
+        for path, res in pipeline.run(paths, bidirectional, kind):
+            if isinstance(res, Exception):
+                raise res
             if res.status == "quarantined":
-                quarantine(Path(p), quarantine_dir, res.reason, move=False)
-            results.append(res)
-    return results
+                quarantine(Path(path), quarantine_dir, res.reason, move=False)
+            results[path] = res
+    return [results[p] for p in paths]

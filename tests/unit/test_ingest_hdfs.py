@@ -58,6 +58,20 @@ def split_inputs(tmp_path_factory, data_dir):
     return files, expected
 
 
+def test_a_commit_into_a_new_directory_lands_whole_and_never_replaces_a_committed_name(hdfs_local, hdfs_huser):
+    """put = CREATE a hidden temporary name (parents made on the way) + RENAME onto the final
+    name: the rename refuses an existing name, so a second put changes nothing and leaves no
+    temporary file behind."""
+    from spot_ae_job.ingest.store import open_store
+
+    store = open_store(hdfs_huser, hdfs_local.http_url)
+    uri = f"{hdfs_huser}/flow/hive/y=2023/m=1/d=25/h=18/nf-x.parquet"
+    assert store.put(uri, b"first") is True
+    assert store.put(uri, b"second") is False
+    assert store.read(uri) == b"first"
+    assert store.list(f"{hdfs_huser}/flow/hive/y=2023/m=1/d=25/h=18") == ["nf-x.parquet"]
+
+
 def test_one_file_lands_in_its_hour_partition_with_the_flow_schema(hdfs_local, hdfs_huser, data_dir, spark):
     store = StoreConfig(hdfs_huser, hdfs_local.http_url).open()
     src = data_dir / "nfcapd" / "nfcapd.sample"
