@@ -26,7 +26,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
@@ -37,6 +36,7 @@ from pathlib import Path
 import pytest
 
 from spot_ae_job.webhdfs import WebHDFS, WebHDFSError
+from tests.ports import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 JARS = Path(os.environ.get("SPOT_AE_JARS", REPO / "artifacts" / "jars"))
@@ -61,12 +61,6 @@ log4j.appender.console.layout.ConversionPattern=%d{ISO8601} %p %c{2}: %m%n
 log4j.logger.org.apache.hadoop.util.NativeCodeLoader=ERROR
 log4j.logger.org.eclipse.jetty=WARN
 """
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def shared_hdfs_site() -> dict[str, str]:
@@ -95,7 +89,7 @@ class LocalHDFS:
         self.user = user
         self.superuser = getpass.getuser()  # the OS user running the NameNode is HDFS's superuser
         self.heap_mb = heap_mb
-        self.ports = {k: _free_port() for k in ("rpc", "http", "dn_data", "dn_http", "dn_ipc")}
+        self.ports = {k: free_port() for k in ("rpc", "http", "dn_data", "dn_http", "dn_ipc")}
         self.hdfs_url = f"hdfs://127.0.0.1:{self.ports['rpc']}"
         self.http_url = f"http://127.0.0.1:{self.ports['http']}"
         self.huser = f"{self.hdfs_url}/user/{user}"

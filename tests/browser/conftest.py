@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -15,18 +14,14 @@ from pathlib import Path
 
 import pytest
 
+from tests.ports import free_port
+
 REPO = Path(__file__).resolve().parents[2]
 SHOTS = REPO / "test-output" / "screenshots"
 DAY = "20180216"
 USER, PASSWORD = "alice", "browser-test-passphrase"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic"]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="session")
@@ -53,7 +48,7 @@ def oa_server(oa_huser, tmp_path_factory):
     h = subprocess.run([sys.executable, "-m", "spot_ae_job", "oa", "hash-password", "--password-stdin"],
                        input=PASSWORD + "\n", capture_output=True, text=True, check=True).stdout.strip()
     (cfgdir / "oa.toml").write_text(f'mode = "production"\nsecret_key = "{os.urandom(16).hex()}"\n\n[users.{USER}]\npassword_hash = "{h}"\nrole = "analyst"\n')
-    port = _free_port()
+    port = free_port()
     log = open(cfgdir / "oa.log", "w")
     proc = subprocess.Popen([sys.executable, "-m", "spot_ae_job", "oa", "serve", "--huser", f"file://{oa_huser}",
                              "--config", str(cfgdir / "oa.toml"), "--host", "127.0.0.1", "--port", str(port)],

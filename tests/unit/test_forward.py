@@ -19,6 +19,7 @@ import pytest
 
 from spot_ae_job import forward
 from spot_ae_job.errors import SpotAEError
+from tests.ports import free_port
 
 DAY = "20180215"
 RFC5424 = re.compile(r'^<(\d+)>1 (\S+) (\S+) spot-ae - alert \[spot-ae@32473 alert_id="([0-9a-f]+)" day="(\d{8})" model_version="([^"]*)"\] (\{.*\})$')
@@ -94,12 +95,6 @@ class HTTPReceiver(http.server.ThreadingHTTPServer):
 def serve(server):
     threading.Thread(target=server.serve_forever, daemon=True).start()
     return server
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def config(*dests, attempts=4) -> forward.ForwardConfig:
