@@ -1,9 +1,11 @@
-"""The JVM scorer (jvm/AeScore.java) gives the numpy scorer's scores, flow for flow.
+"""The JVM scorer (jvm/AeScore.java, jvm/AeBatch.java) gives the numpy scorer's scores, flow for flow.
 
-The numpy code (features.feature_matrix + model.forward) is the definition; the Java UDF is a
+The numpy code (features.feature_matrix + model.forward) is the definition; the Java scorer is a
 second implementation kept for speed, so it is held to the first on real flows of every source
 (CIC-IDS2018 layouts, nfdump's decode of a real nfcapd file) and on the odd values real
-exporters send (missing fields, negative counts, lower-case protocol names, NaN durations).
+exporters send (missing fields, negative counts, lower-case protocol names, NaN durations), by
+both of its ways in: straight from Spark's column vectors (Parquet with and without dictionary
+encoding, a cached table) and from rows (any other plan).
 """
 from __future__ import annotations
 
@@ -18,7 +20,7 @@ from spot_ae_job.ingest.cicids import read_cicids
 from spot_ae_job.ingest.nfdump import decode_file
 from spot_ae_job.model import AEModel, HIDDEN, forward
 from spot_ae_job.schema import FLOW_COLUMNS, FLOW_SCHEMA
-from spot_ae_job.score import score_flows
+from spot_ae_job.score import jvm_path, score_flows
 
 
 @pytest.fixture(scope="module")
@@ -40,21 +42,61 @@ def model_for(spark, flows, seed: int) -> AEModel:
     return AEModel([w.astype(np.float32) for w in weights], scaler, threshold=0.1, meta={"version": f"test-{seed}"})
 
 
-@pytest.mark.parametrize("seed", [1, 2])
-def test_jvm_and_numpy_scorers_agree_on_real_flows(spark, flows, seed):
-    model = model_for(spark, flows, seed)
-    df = flows.withColumn("rid", F.monotonically_increasing_id()).cache()
-    jvm = {r.rid: r.score for r in score_flows(model, df, scorer="jvm").select("rid", "score").collect()}
-    arrow = {r.rid: r.score for r in score_flows(model, df, scorer="arrow").select("rid", "score").collect()}
-    assert len(jvm) == len(arrow) == df.count() > 5000
-    ids = sorted(jvm)
-    np.testing.assert_allclose([jvm[i] for i in ids], [arrow[i] for i in ids], rtol=1e-4, atol=1e-7)
+def by_rid(scored) -> dict:
+    return {r.rid: r.score for r in scored.select("rid", "score").collect()}
+
+
+def assert_same_scores(got: dict, want: dict):
+    assert len(got) == len(want) and set(got) == set(want)
+    ids = sorted(want)
+    np.testing.assert_allclose([got[i] for i in ids], [want[i] for i in ids], rtol=1e-4, atol=1e-7)
     # and the two orders agree: the same flows come out on top
     top = lambda s: set(sorted(s, key=s.get, reverse=True)[:100])  # noqa: E731
-    assert len(top(jvm) & top(arrow)) >= 99
+    assert len(top(got) & top(want)) >= 99
 
 
-def test_jvm_scorer_handles_what_exporters_really_send(spark, flows):
+@pytest.mark.parametrize("seed", [1, 2])
+def test_jvm_and_numpy_scorers_agree_on_real_flows_by_both_ways_in(spark, flows, tmp_path, seed):
+    model = model_for(spark, flows, seed)
+    path = str(tmp_path / "flows")
+    flows.withColumn("rid", F.monotonically_increasing_id()).write.parquet(path)
+    day = spark.read.parquet(path)  # the flow table as ml-ops reads it: column vectors
+    assert jvm_path(day) == "columnar"
+    arrow = by_rid(score_flows(model, day, scorer="arrow"))
+    assert len(arrow) == day.count() > 5000
+    assert_same_scores(by_rid(score_flows(model, day, scorer="jvm")), arrow)
+    cached = day.where(F.col("rid") >= 0).cache()  # a filter, and a cached table with strings: rows
+    assert jvm_path(cached) == "rows"
+    assert_same_scores(by_rid(score_flows(model, cached, scorer="jvm")), arrow)
+    cached.unpersist()
+
+
+@pytest.mark.parametrize("dictionary", [True, False])
+def test_parquet_is_scored_from_its_column_vectors_with_or_without_dictionaries(spark, flows, tmp_path, dictionary):
+    """The flow table as ml-ops reads it: Parquet, whose columns the reader may keep
+    dictionary-encoded (each distinct value worked out once) or not; with nulls in them."""
+    model = model_for(spark, flows, 6)
+    df = flows.withColumn("rid", F.monotonically_increasing_id())
+    for i, c in enumerate(["proto", "flag", "sport", "tdur", "ipkt", "obyt"]):  # a null in every kind of column
+        df = df.withColumn(c, F.when(F.col("rid") % 97 == i, None).otherwise(F.col(c)))
+    path = str(tmp_path / "day")
+    df.write.option("parquet.enable.dictionary", str(dictionary).lower()).parquet(path)
+    day = spark.read.parquet(path)
+    assert jvm_path(day) == "columnar"
+    assert_same_scores(by_rid(score_flows(model, day, scorer="jvm")), by_rid(score_flows(model, day, scorer="arrow")))
+
+
+def test_the_columns_kept_are_the_ones_asked_for_in_that_order(spark, flows):
+    model = model_for(spark, flows, 7)
+    df = flows.limit(500).withColumn("rid", F.monotonically_increasing_id()).cache()
+    for frame in (df, df.where("rid >= 0")):  # both ways in
+        assert score_flows(model, frame, columns=["rid", "sip"]).columns == ["rid", "sip", "score"]
+        assert score_flows(model, frame, columns=[]).columns == ["score"]
+        assert score_flows(model, frame).columns == df.columns + ["score"]
+        assert score_flows(model, frame).schema["score"].dataType.simpleString() == "double"
+
+
+def test_jvm_scorer_handles_what_exporters_really_send(spark, flows, tmp_path):
     model = model_for(spark, flows, 3)
     base = flows.first().asDict()
     odd = [
@@ -64,13 +106,17 @@ def test_jvm_scorer_handles_what_exporters_really_send(spark, flows):
         {"proto": "udp", "flag": "....A...", "ipkt": 0, "ibyt": 10**12, "tdur": 0.001},
         {"proto": "Tcp", "flag": ".AP.SF", "sport": 65535, "dport": 0, "tdur": -3.0},
         {"proto": "TCP", "flag": "S", "tdur": float("inf"), "ibyt": 2**62, "ipkt": 3},
+        {"proto": "TCP", "flag": ".A....", "ipkt": 70000, "ibyt": 90000, "opkt": 65535, "obyt": 1},  # beyond the log table
     ]
     rows = [{**base, **o} for o in odd]
     df = spark.createDataFrame(rows, FLOW_SCHEMA)
-    jvm = [r.score for r in score_flows(model, df, scorer="jvm").collect()]
     want = forward(model.weights, model.scaler.transform(feature_matrix(df.select(*FEATURE_INPUTS).toPandas())))
-    assert all(math.isfinite(s) for s in jvm)
-    np.testing.assert_allclose(jvm, want, rtol=1e-4, atol=1e-7)
+    path = str(tmp_path / "odd")
+    df.coalesce(1).write.parquet(path)
+    for frame in (df, spark.read.parquet(path)):  # rows, then column vectors (same row order: one file)
+        got = [r.score for r in score_flows(model, frame, scorer="jvm").collect()]
+        assert all(math.isfinite(s) for s in got)
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-7)
 
 
 def test_only_the_nine_inputs_matter(spark, flows):
