@@ -231,8 +231,7 @@ def _score_day(spark, model, huser: str, day: str, max_results, tol, args=None):
     limit = getattr(args, "drift_limit", None)
     labelled = fsutil.exists(spark, mlops._day_path(mlops.labelled_location(huser), day))
     flows = mlops.read_day(spark, huser, day, labelled=labelled)
-    good, rejects = mlops.validate_rows(flows)
-    scored = model.score(good)
+    scored, rejects = mlops.score_valid(model, flows)
     s = mlops.write_results(spark, scored, rejects, model, day, huser, max_results=max_results, tol=tol, progress=_say,
                             threshold_mode=mode, threshold_value=value,
                             drift_limit=drift.PSI_LIMIT if limit is None else limit)

@@ -91,6 +91,21 @@ def validate_rows(df: DataFrame) -> tuple[DataFrame, DataFrame]:
     return tagged.where(F.col(REJECT_REASON).isNull()).drop(REJECT_REASON), tagged.where(F.col(REJECT_REASON).isNotNull())
 
 
+def score_valid(model, flows: DataFrame) -> tuple[DataFrame, DataFrame]:
+    """(scorable rows with `score`, rejects with a reason), for any model.
+
+    A model whose score of a flow depends on that flow alone (the autoencoder) scores the day
+    as read and the rejects are split off after: a plain read of the flow table is what the
+    JVM scorer reads straight from Parquet's column vectors, and a filter before it would make
+    it read rows. A model whose scores depend on the other flows (LDA infers each IP's topic
+    mix from the day's flows) only ever sees the valid ones."""
+    if getattr(model, "scores_each_row_alone", False):
+        good, rejects = validate_rows(model.score(flows))
+        return good, rejects.drop(SCORE)
+    good, rejects = validate_rows(flows)
+    return model.score(good), rejects
+
+
 def training_flows(spark: SparkSession, huser: str, day: str, progress=print) -> DataFrame:
     """A day's rows to train on, for any model: its benign flows where the day has ground
     truth, otherwise all of them (Spot's assumption: mostly benign); only scorable rows."""

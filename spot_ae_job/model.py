@@ -76,6 +76,12 @@ class AEModel:
         """The f_* columns this model reads, in weight order (the scorer's one source)."""
         return list(self.scaler.columns)
 
+    @property
+    def scores_each_row_alone(self) -> bool:
+        """True when a flow's score depends on that flow's columns only (the paper's 18
+        features; not ae-context, whose inputs count the source's other flows)."""
+        return self.feature_columns == FEATURE_COLUMNS
+
     def features(self, flows: DataFrame) -> DataFrame:
         """Flow rows -> the same rows + this model's unscaled input columns (feature_columns)."""
         return variant_features(flows, self.kind)
