@@ -177,10 +177,12 @@ def main() -> None:
     xs = x[: a.slow_rows]
     net = model.keras()
     net.predict(xs[:1000], verbose=0)
-    t = time.perf_counter()
-    net.predict(xs, batch_size=32, verbose=0)
-    keras_rate = len(xs) / (time.perf_counter() - t)
-    print(f"keras predict (batch 32, in-process): {keras_rate:,.0f} flows/s on {len(xs):,} rows")
+    keras_rate = 0.0
+    for _ in range(3):  # best of 3, as the Spark figures are best-of runs
+        t = time.perf_counter()
+        net.predict(xs, batch_size=32, verbose=0)
+        keras_rate = max(keras_rate, len(xs) / (time.perf_counter() - t))
+    print(f"keras predict (batch 32, in-process): {keras_rate:,.0f} flows/s on {len(xs):,} rows (best of 3)")
 
     from elephas.spark_model import SparkModel
 
