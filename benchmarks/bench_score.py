@@ -105,7 +105,7 @@ def main() -> None:
     # Spark read just the 9 input columns); "all columns" = every flow column kept beside it.
     def rate(make) -> float:
         """Best of 5 after 2 warm-up runs: the JIT needs a few runs over the generated code and
-        the UDF (a first run was 30% slower); a real day is long enough to be past that."""
+        the scorer; a fresh JVM's first runs are up to half as fast (docs/scoring.md)."""
         for _ in range(2):
             make().write.format("noop").mode("overwrite").save()
         best = 0.0
