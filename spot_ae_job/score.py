@@ -5,7 +5,7 @@ jvm/AeScore.java + jvm/AeBatch.java, built by scripts/build-jar.sh) reads the fl
 holds them and scores a block of rows at a time with loops the JIT vectorizes: a plain read of
 the flow table (Parquet, or a cached table) is scored straight from Spark's column vectors, any
 other DataFrame from its rows. No data leaves the JVM: Spark 4.0 hands rows to Python by
-writing Arrow value by value, and on 2 cores that hop alone caps any Python scorer near 1.7 M
+writing Arrow value by value, and on 2 cores that hop alone caps any Python scorer at 1.2-1.5 M
 flows/s (benchmarks/bench_score.py prints it). tests/unit/test_score_jvm.py holds it to the
 numpy scorer below on real flows.
 
@@ -31,13 +31,13 @@ from pyspark.sql import types as T
 
 from spot_ae_job.errors import SpotAEError
 from spot_ae_job.features import FEATURE_COLUMNS, FEATURE_INPUTS, feature_matrix
+from spot_ae_job.schema import FLOW_FIELDS
 
 SCORE = "score"
 SCORERS = ("auto", "jvm", "arrow")
 JVM_CLASS = "spotae.AeScore"
-# The types the JVM scorer reads (the flow table's): other types are cast first.
-_JVM_INPUT_TYPES = {"proto": "string", "flag": "string", "sport": "int", "dport": "int", "tdur": "float",
-                    "ipkt": "bigint", "ibyt": "bigint", "opkt": "bigint", "obyt": "bigint"}
+# The types the JVM scorer reads are the flow table's (AeScore.INPUT_TYPES): other types are cast first.
+_JVM_INPUT_TYPES = {c: t for c, t in FLOW_FIELDS if c in FEATURE_INPUTS}
 _log = logging.getLogger(__name__)
 _jvm_missing_logged = False
 
