@@ -6,14 +6,16 @@ nfdump must be judged: a real nfcapd file starts with the magic `0c a5`; nfdump'
 is no verdict (it exits 0 on a non-nfcapd file), so its stderr error lines and the flow count of
 its own Summary are checked too.
 
-Two layouts, one set of row rules. An nfcapd file is read through nfdump's `-o fmt:` output with
-only our 21 fields and plain numbers (`-N`), which nfdump prints in about 60% of the CPU of
-`-o csv` and which Arrow's CSV reader types directly (numbers need no string columns). What fmt
-cannot say the way `-o csv` says it is mapped back here (protocol names, ICMP type.code ->
-port number, direction I/E -> 0/1, timestamps as text); whatever the fmt path cannot map with
-certainty sends the whole file down the `-o csv` path, so every row is decided by the same rules
-either way (tests/unit/test_ingest_nfdump.py compares both on every real file). Saved `-o csv`
-files (`decode_csv`, `read_nfdump_csv`) use the csv layout.
+Two layouts, one set of row rules. An nfcapd file is read through two of nfdump's outputs, row
+for row: `-o pipe` (every number a plain integer: addresses as 32-bit words, times in ms, TCP flags
+and ICMP ports as numbers) and an `-o fmt:` of the six fields pipe lacks. Together nfdump prints
+them in about a third of the CPU of `-o csv` (its 48 csv columns are the cost), and Arrow's CSV
+reader types them directly. What they do not say the way `-o csv` says it is mapped back here
+(addresses to text, protocol names, flag letters, the duration, direction I/E -> 0/1, timestamps
+as text); whatever this fast path cannot map with certainty sends the whole file down the
+`-o csv` path, so every row is decided by the same rules either way
+(tests/unit/test_ingest_nfdump.py compares both on every real file). Saved `-o csv` files
+(`decode_csv`, `read_nfdump_csv`) use the csv layout.
 
 Rows that fail validation are returned as rejects with a reason (never dropped): a negative
 duration (nfdump prints te < ts as td = 18446744073709540.000), a time that does not parse or
@@ -28,11 +30,13 @@ import io
 import json
 import os
 import re
+import socket
 import subprocess
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
@@ -85,26 +89,41 @@ def check_magic(path: str | os.PathLike) -> None:
 
 _NFDUMP_ENV = {**os.environ, "TZ": "UTC"}  # nfdump prints times in the local zone; the flow table holds UTC
 
-# nfdump's `-o fmt:` fields, named as the `-o csv` columns they stand for (so a reject's raw JSON
-# reads the same whichever layout decoded it), each with the Arrow type its text parses to
-# directly: -N prints plain numbers (and protocol numbers), -6 whole IPv6 addresses (without it
-# nfdump shortens them to "2804:37..7e:fd84"). %dp prints ICMP as "type.code": %ic gives the code.
-_FMT_FIELDS = [
-    ("ts", "%tsr", pa.float64()), ("td", "%td", pa.float64()), ("sa", "%sa", pa.string()), ("da", "%da", pa.string()),
-    ("sp", "%sp", pa.int64()), ("dp", "%dp", pa.float64()), ("icmp_code", "%ic", pa.int64()), ("pr", "%pr", pa.int64()),
-    ("flg", "%flg", pa.string()), ("fwd", "%fwd", pa.int64()), ("stos", "%stos", pa.int64()),
-    ("ipkt", "%ipkt", pa.int64()), ("ibyt", "%ibyt", pa.int64()), ("opkt", "%opkt", pa.int64()),
-    ("obyt", "%obyt", pa.int64()), ("in", "%in", pa.int64()), ("out", "%out", pa.int64()), ("sas", "%sas", pa.int64()),
-    ("das", "%das", pa.int64()), ("dtos", "%dtos", pa.int64()), ("dir", "%dir", pa.bool_()), ("ra", "%ra", pa.string()),
-]
-FMT_OUTPUT = "fmt:" + ",".join(token for _, token, _ in _FMT_FIELDS)
-_FMT_READ = dict(
-    read_options=pacsv.ReadOptions(column_names=[n for n, _, _ in _FMT_FIELDS], skip_rows=1, use_threads=False,
-                                   block_size=8 << 20),  # skip_rows: fmt's header line is not CSV
+# The fast path reads two of nfdump's outputs of the same file, row for row in the same order:
+# `-o pipe`, every number as a plain integer (addresses as 32-bit words, times in ms, TCP flags
+# and the ICMP port as the numbers -o csv prints), which nfdump prints in ~1/6 of the CPU of
+# `-o csv`; and an `-o fmt:` of what pipe lacks, with the start time again so the two are
+# checked to be aligned. -N prints plain numbers, -6 whole IPv6 addresses (without it nfdump
+# shortens them to "2804:37..7e:fd84"). Columns are named as the `-o csv` columns they stand
+# for, so a reject's raw JSON reads the same whichever path decoded it.
+_PIPE_FIELDS = ["af", "first", "last", "pr", "sa0", "sa1", "sa2", "sa3", "sp", "da0", "da1", "da2", "da3", "dp",
+                "sas", "das", "in", "out", "flg", "stos", "ipkt", "ibyt"]  # nfdump 1.7's pipe_record
+_REST_FIELDS = [("ts", "%tsr", pa.float64()), ("opkt", "%opkt", pa.int64()), ("obyt", "%obyt", pa.int64()),
+                ("fwd", "%fwd", pa.int64()), ("dtos", "%dtos", pa.int64()), ("dir", "%dir", pa.bool_()),
+                ("ra", "%ra", pa.string())]
+REST_OUTPUT = "fmt:" + ",".join(token for _, token, _ in _REST_FIELDS)
+_BLOCK = 8 << 20  # bytes of text per Arrow batch
+_PIPE_READ = dict(
+    read_options=pacsv.ReadOptions(column_names=_PIPE_FIELDS, use_threads=False, block_size=_BLOCK),
+    parse_options=pacsv.ParseOptions(delimiter="|", quote_char=False),
+    convert_options=pacsv.ConvertOptions(column_types={n: pa.int64() for n in _PIPE_FIELDS}),
+)
+_REST_READ = dict(
+    read_options=pacsv.ReadOptions(column_names=[n for n, _, _ in _REST_FIELDS], skip_rows=1, use_threads=False,
+                                   block_size=_BLOCK),  # skip_rows: fmt's header line is not CSV
     parse_options=pacsv.ParseOptions(quote_char=False),
-    convert_options=pacsv.ConvertOptions(column_types={n: t for n, _, t in _FMT_FIELDS}, strings_can_be_null=False,
-                                         quoted_strings_can_be_null=False, true_values=["  E"], false_values=["  I"]),
-)  # %dir prints "%3c" of I (ingress) or E (egress): a bool column, E = 1 as -o csv prints it
+    convert_options=pacsv.ConvertOptions(column_types={n: t for n, _, t in _REST_FIELDS}, strings_can_be_null=False,
+                                         quoted_strings_can_be_null=False, true_values=["E"], false_values=["I"]),
+)  # %dir prints I (ingress) or E (egress): a bool column, E = 1 as -o csv prints it
+# fmt pads every field to a fixed width (addresses to 39 columns) and no field it prints here can
+# hold a space (numbers, I/E, addresses), so the padding is deleted before Arrow parses the text.
+_PADDING = b" "
+_COMPACT_CHUNK = 16 << 20  # bytes of nfdump's text compacted at a time
+# nfdump writes into memory (a memfd: no filesystem work on every write, ~0.2 CPU s less per 300k
+# flows than a temporary file on disk) unless the input is so large that its text (~2x an LZO
+# nfcapd file) should rather be able to leave RAM: then a temporary file.
+MEMFD_MAX_INPUT = 256 << 20
+_AF_INET6 = 10  # pipe's af column: PF_INET (2) or PF_INET6 (10)
 
 # nfdump 1.7's protocol names, exactly as `-o csv` prints them: names for 0..137, above that the
 # number left-aligned in 5 columns ("%-5i"). Checked against nfdump itself for all 256 numbers
@@ -119,8 +138,11 @@ _PROTO_NAMES = (
 ).split()
 PROTO_CSV_TEXT = pa.array(_PROTO_NAMES + [f"{n:<5d}" for n in range(len(_PROTO_NAMES), 256)])
 _PROTO_NAME = pc.utf8_trim_whitespace(PROTO_CSV_TEXT)  # what the flow table holds (the csv path trims too)
-_ICMP = pa.array([1, 58], pa.int64())  # ICMP and ICMPv6: fmt prints their port as type.code
+_ADDRESS_FAMILIES = pa.array([2, _AF_INET6], pa.int64())
 _YEAR_10000 = 253402300800  # epoch seconds; -o csv cannot print such a time as YYYY-MM-DD
+# nfdump's TCP flag string (CWR ECE URG ACK PSH RST SYN FIN, "." for a bit not set), as -o csv
+# prints it for a flow of any protocol, for each value of the flags byte pipe prints.
+_FLAG_TEXT = pa.array(["".join(ch if v & (128 >> i) else "." for i, ch in enumerate("CEUAPRSF")) for v in range(256)])
 
 
 def _nfdump_cmd(path, bidirectional: bool, nfdump: str, output: str = "csv") -> list[str]:
@@ -171,51 +193,105 @@ _STRING_COLUMNS = pacsv.ConvertOptions(
 
 
 class _NotPlain(Exception):
-    """The fmt output holds something the fmt path does not map with certainty: use -o csv."""
+    """nfdump's output holds something the fast path does not map with certainty: use -o csv."""
 
 
-def decode_fmt(path: str | os.PathLike, bidirectional: bool = False, nfdump: str = "nfdump") -> Decoded | None:
-    """One nfcapd file through nfdump's fmt output -> flows + rejects, or None when the output is
-    not what the fmt path maps with certainty (decode_file then takes the -o csv path). Raises
-    NfdumpFileError if the file itself is bad.
+def _text_file(path):
+    """Where nfdump's text goes: an anonymous file in memory, or on disk for a very large input."""
+    if hasattr(os, "memfd_create") and os.path.getsize(path) <= MEMFD_MAX_INPUT:
+        return os.fdopen(os.memfd_create("spot-ae-nfdump", os.MFD_CLOEXEC), "w+b")
+    return tempfile.TemporaryFile()
 
-    nfdump writes to an unlinked temporary file that Arrow then reads memory-mapped: measured,
-    that costs both sides ~0.25 CPU s less per 300k flows than streaming through a pipe (no pipe
-    wake-ups, no copy out of the pipe); with a worker per core the lost overlap of nfdump and
-    the conversion within one file costs no throughput."""
+
+def _compact(out, size: int) -> bytes:
+    """The first `size` bytes of `out` without fmt's padding, read a chunk at a time (the text is
+    never held twice in full)."""
+    out.seek(0)
+    parts = []
+    while size > 0:
+        chunk = out.read(min(_COMPACT_CHUNK, size))
+        if not chunk:
+            break
+        parts.append(chunk.translate(None, _PADDING))
+        size -= len(chunk)
+    return b"".join(parts)
+
+
+def _run_into(out, path, bidirectional: bool, nfdump: str, output: str) -> list[str]:
+    """nfdump's `output` of `path` written to the file `out`; its stderr warnings (NfdumpFileError
+    if nfdump says the file is bad)."""
+    with tempfile.TemporaryFile() as err:
+        proc = subprocess.run(_nfdump_cmd(path, bidirectional, nfdump, output), stdout=out, stderr=err,
+                              stdin=subprocess.DEVNULL, env=_NFDUMP_ENV)
+        return _judge(path, proc.returncode, err)
+
+
+class _Rows:
+    """The rows of a stream of batches, handed out in slices of any length: lines one of nfdump's
+    outputs up with the other's batches, which Arrow cuts at different rows."""
+
+    def __init__(self, batches):
+        self._batches = iter(batches)
+        self._left: pa.RecordBatch | None = None
+
+    def take(self, n: int) -> pa.Table:
+        parts = []
+        while n:
+            if self._left is None or self._left.num_rows == 0:
+                self._left = next(self._batches, None)
+                if self._left is None:
+                    raise _NotPlain("nfdump's two outputs have different row counts")
+            part = self._left.slice(0, n)
+            parts.append(part)
+            self._left = self._left.slice(part.num_rows)
+            n -= part.num_rows
+        return pa.Table.from_batches(parts)
+
+    def exhausted(self) -> bool:
+        return (self._left is None or self._left.num_rows == 0) and next(self._batches, None) is None
+
+
+def decode_fast(path: str | os.PathLike, bidirectional: bool = False, nfdump: str = "nfdump") -> Decoded | None:
+    """One nfcapd file through nfdump's pipe and fmt outputs -> flows + rejects, or None when the
+    output is not what this path maps with certainty (decode_file then takes the -o csv path).
+    Raises NfdumpFileError if the file itself is bad.
+
+    nfdump writes each whole text before it is read (not a pipe: measured, streaming costs both
+    sides ~0.25 CPU s more per 300k flows in wake-ups and copies; with a worker per core the lost
+    overlap of nfdump and the conversion within one file costs no throughput)."""
     check_magic(path)
     source = Path(path).name
-    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-        proc = subprocess.run(_nfdump_cmd(path, bidirectional, nfdump, FMT_OUTPUT), stdout=out, stderr=err,
-                              stdin=subprocess.DEVNULL, env=_NFDUMP_ENV)
-        warnings = _judge(path, proc.returncode, err)
-        size = out.seek(0, os.SEEK_END)
-        if size == 0:
+    with _text_file(path) as pipe_out, _text_file(path) as rest_out:
+        warnings = _run_into(pipe_out, path, bidirectional, nfdump, "pipe")
+        warnings += [w for w in _run_into(rest_out, path, bidirectional, nfdump, REST_OUTPUT) if w not in warnings]
+        size = rest_out.seek(0, os.SEEK_END)
+        tail = os.pread(rest_out.fileno(), min(size, 4096), max(0, size - 4096))
+        cut = tail.rfind(b"\nSummary: total flows: ")
+        found = re.match(rb"Summary: total flows: (\d+),", tail[cut + 1:]) if cut >= 0 else None
+        if not found:
             return None
-        # (the unlinked file's only name is its /proc fd link; Arrow's buffers keep the mapping alive)
-        with pa.memory_map(f"/proc/self/fd/{out.fileno()}") as text:
-            tail = text.read_at(min(size, 4096), max(0, size - 4096))
-            cut = tail.rfind(b"\nSummary: total flows: ")
-            found = re.match(rb"Summary: total flows: (\d+),", tail[cut + 1:]) if cut >= 0 else None
-            if not found:
-                return None
-            body = text.read_buffer(size - len(tail) + cut + 1)
-            counted = int(found.group(1))
-            flows, rejects, printed = [], [], 0
-            try:
-                for batch in pacsv.open_csv(pa.BufferReader(body), **_FMT_READ):
+        counted = int(found.group(1))
+        if counted == 0:  # (nfdump prints "No matching flows", which does not split)
+            return Decoded(source, ARROW_FLOW_SCHEMA.empty_table(), ARROW_REJECT_SCHEMA.empty_table(), 0, warnings)
+        rest_text = _compact(rest_out, size - len(tail) + cut + 1)
+        flows, rejects, printed = [], [], 0
+        if pipe_out.seek(0, os.SEEK_END) == 0:
+            return None
+        # (the memfd's only name is its /proc fd link; Arrow's buffers keep the mapping alive)
+        with pa.memory_map(f"/proc/self/fd/{pipe_out.fileno()}") as pipe_text:
+            try:  # (Arrow reads a stream's first block when it is opened: errors come from here too)
+                rest = _Rows(pacsv.open_csv(pa.BufferReader(rest_text), **_REST_READ))
+                for batch in pacsv.open_csv(pipe_text, **_PIPE_READ):
                     printed += batch.num_rows
-                    f, r = convert_fmt(batch, source, bidirectional)
+                    f, r = convert_fast(batch, rest.take(batch.num_rows), source, bidirectional)
                     flows.append(f)
                     rejects.append(r)
-            except (pa.ArrowInvalid, _NotPlain):
-                if counted:  # (0 flows: nfdump prints "No matching flows", which does not split)
+                if not rest.exhausted():
                     return None
-                flows, rejects, printed = [], [], 0
+            except (pa.ArrowInvalid, _NotPlain):
+                return None
     if not bidirectional and printed != counted:
         return None  # e.g. nfdump prints a tunnelled flow's outer addresses as one more line
-    if not flows:
-        flows, rejects = [ARROW_FLOW_SCHEMA.empty_table()], [ARROW_REJECT_SCHEMA.empty_table()]
     return Decoded(source, pa.concat_tables(flows), pa.concat_tables(rejects),
                    printed if bidirectional else counted, warnings)  # -B: the Summary counts records before joining
 
@@ -371,41 +447,65 @@ def _split(cols: dict[str, pa.Array], checks: list[tuple[pa.Array, str]], raw_ro
     return flows.filter(pc.invert(bad)).cast(ARROW_FLOW_SCHEMA), rejects  # cast after filter: rejects may overflow
 
 
-def convert_fmt(batch: pa.RecordBatch | pa.Table, source: str,
-                bidirectional: bool = False) -> tuple[pa.Table, pa.Table]:
-    """Typed columns of nfdump's fmt output (_FMT_FIELDS) -> (flows, rejects) by the rules of
-    `convert`, with the values `-o csv` would have printed. Raises _NotPlain for what only the csv
-    path can judge: a time -o csv cannot print, or (with -B, where no count catches it) a record
-    without packets, the extra line nfdump prints for a tunnelled flow's outer addresses."""
-    c = {n: _array(batch.column(n)) for n, _, _ in _FMT_FIELDS}
-    secs = pc.cast(pc.floor(c["ts"]), pa.int64())
-    if len(secs) and (pc.max(secs).as_py() >= _YEAR_10000 or pc.max(c["pr"]).as_py() > 255):
-        raise _NotPlain("time beyond year 9999 or protocol beyond 255")
+def convert_fast(pipe: pa.RecordBatch | pa.Table, rest: pa.RecordBatch | pa.Table, source: str,
+                 bidirectional: bool = False) -> tuple[pa.Table, pa.Table]:
+    """The same rows of nfdump's pipe output (_PIPE_FIELDS) and of its fmt output of the rest
+    (_REST_FIELDS) -> (flows, rejects) by the rules of `convert`, with the values `-o csv` would
+    have printed. Raises _NotPlain for what only the csv path can judge: outputs that are not the
+    same rows, a value beyond what -o csv prints the same way (a time past year 9999, a protocol
+    or flags byte beyond 255, an unknown address family), or (with -B, where no count catches it)
+    a record without packets, the extra line nfdump prints for a tunnelled flow's outer addresses."""
+    c = {n: _array(pipe.column(n)) for n in _PIPE_FIELDS}
+    c.update({n: _array(rest.column(n)) for n, _, _ in _REST_FIELDS})
+    first = c["first"]
+    if not pc.all(pc.equal(c["ts"], pc.divide(pc.cast(first, pa.float64()), 1000.0))).as_py():
+        raise _NotPlain("the pipe and fmt outputs are not the same rows")
+    secs = pc.divide(first, 1000)  # integer division: ms -> s
+    if pc.max(secs).as_py() >= _YEAR_10000 or pc.max(c["pr"]).as_py() > 255 or pc.max(c["flg"]).as_py() > 255 \
+            or not pc.all(pc.is_in(c["af"], _ADDRESS_FAMILIES)).as_py():
+        raise _NotPlain("time beyond year 9999, protocol or flags beyond 255, or an unknown address family")
     if bidirectional and pc.any(pc.and_(pc.equal(c["ipkt"], 0), pc.equal(c["opkt"], 0))).as_py():
         raise _NotPlain("a record without packets (a tunnel's outer line?)")
     stamp = pc.cast(secs, pa.timestamp("s"))
     year = pc.year(stamp)
+    # nfdump's duration: (last - first) in unsigned 64-bit ms, / 1000 as a double (te < ts wraps)
+    td = pc.divide(pc.cast(pc.cast(pc.subtract(c["last"], first), pa.uint64(), safe=False), pa.float64(), safe=False),
+                   1000.0)  # (the nearest double, as C converts it)
     checks: list[tuple[pa.Array, str]] = [(pc.less(year, MIN_YEAR), _BEFORE_2000),
-                                          (pc.greater_equal(c["td"], NEGATIVE_TD), _NEGATIVE)]
-    port = pc.cast(pc.floor(c["dp"]), pa.int64())  # ICMP: the type; -o csv prints type * 256 + code
-    icmp = pc.is_in(c["pr"], _ICMP)
-    if pc.any(icmp).as_py():
-        port = pc.if_else(icmp, pc.add(pc.multiply(port, 256), c["icmp_code"]), port)
-    out: dict[str, pa.Array] = {"tdur": pc.cast(c["td"], pa.float32()), "dport": port, "flag": c["flg"],
-                                "proto": _PROTO_NAME.take(c["pr"]), "dir": pc.cast(c["dir"], pa.int32())}
+                                          (pc.greater_equal(td, NEGATIVE_TD), _NEGATIVE)]
+    v6 = pc.equal(c["af"], _AF_INET6)
+    out: dict[str, pa.Array] = {"tdur": pc.cast(td, pa.float32()), "sip": _address(c, "sa", v6),
+                                "dip": _address(c, "da", v6), "rip": c["ra"], "proto": _PROTO_NAME.take(c["pr"]),
+                                "flag": _FLAG_TEXT.take(c["flg"]), "dir": pc.cast(c["dir"], pa.int32())}
     for nf, name in NFDUMP_TO_FLOW.items():
-        if nf in ("sa", "da", "ra"):  # right-aligned in 39 columns
-            out[name] = pc.ascii_ltrim_whitespace(c[nf])
         if name in ("sip", "dip", "rip", "proto", "flag"):
             checks.append((pc.equal(pc.binary_length(out[name]), 0), f"empty {nf}"))
         elif name != "tdur":
-            vals = out.setdefault(name, c.get(nf))
+            vals = out.setdefault(name, c[nf])
             if ARROW_FLOW_SCHEMA.field(name).type == pa.int64() and len(vals) and pc.max(vals).as_py() >= 10**18:
                 checks.append((pc.greater_equal(vals, 10**18), f"unparsable {nf}"))  # -o csv's rule: 18 digits at most
             checks += _range_checks(nf, name, vals)
     out.update(_time_parts(_second_text(secs), stamp, year))
     checks = [(b, msg) for b, msg in checks if pc.any(b).as_py()]
-    return _split(out, checks, lambda bad: _csv_text(c, out, bad), source)
+    return _split(out, checks, lambda bad: _csv_text(td, c["pr"], out, bad), source)
+
+
+def _address(c: dict[str, pa.Array], side: str, v6: pa.Array) -> pa.Array:
+    """One address column ("sa", "da") as text from pipe's four 32-bit words, each distinct address
+    formatted once: IPv4 (the last word) as a.b.c.d, IPv6 by the C library's inet_ntop, which is
+    what nfdump's -o csv prints it with."""
+    enc = pc.dictionary_encode(c[side + "3"])
+    octets = [pc.cast(pc.bit_wise_and(pc.shift_right(enc.dictionary, s), 255), pa.string()) for s in (24, 16, 8, 0)]
+    text = pc.binary_join_element_wise(*octets, ".")
+    if not pc.any(v6).as_py():
+        return text.take(enc.indices)
+    rows = np.flatnonzero(v6.to_numpy(zero_copy_only=False))
+    words = np.stack([c[f"{side}{i}"].to_numpy()[rows] for i in range(4)], axis=1).astype(">u4")
+    distinct, which = np.unique(np.ascontiguousarray(words).view("V16").ravel(), return_inverse=True)
+    v6_text = pa.array([socket.inet_ntop(socket.AF_INET6, a.tobytes()) for a in distinct], pa.string())
+    index = enc.indices.to_numpy().astype(np.int64)
+    index[rows] = len(text) + which
+    return pa.concat_arrays([text, v6_text]).take(pa.array(index))
 
 
 def _second_text(secs: pa.Array) -> pa.Array:
@@ -416,17 +516,17 @@ def _second_text(secs: pa.Array) -> pa.Array:
     return text.take(enc.indices)
 
 
-def _csv_text(c: dict[str, pa.Array], out: dict[str, pa.Array], bad: pa.Array) -> pa.Table:
+def _csv_text(td: pa.Array, pr: pa.Array, out: dict[str, pa.Array], bad: pa.Array) -> pa.Table:
     """The rejected rows' fields as `-o csv` prints them (its columns, its text): the same raw
     JSON as the csv path keeps."""
-    td = pc.filter(c["td"], bad)
+    td = pc.filter(td, bad)
     whole = pc.floor(td)
     millis = pc.cast(pc.round(pc.multiply(pc.subtract(td, whole), 1000)), pa.int64())
     text = {
         "ts": pc.filter(out["treceived"], bad),
         "td": pc.binary_join_element_wise(pc.cast(pc.cast(whole, pa.int64()), pa.string()),
                                           pc.utf8_lpad(pc.cast(millis, pa.string()), 3, "0"), "."),
-        "pr": PROTO_CSV_TEXT.take(pc.filter(c["pr"], bad)),
+        "pr": PROTO_CSV_TEXT.take(pc.filter(pr, bad)),
     }
     for nf, name in NFDUMP_TO_FLOW.items():
         if nf not in text:
@@ -434,18 +534,24 @@ def _csv_text(c: dict[str, pa.Array], out: dict[str, pa.Array], bad: pa.Array) -
     return pa.table({nf: text[nf] for nf in NFDUMP_FIELDS})
 
 
-_JSON_ESCAPES = r'["\\]'  # the two characters a JSON string must escape that text fields could hold
+def _may_need_escapes(text: pa.Array) -> bool:
+    """Whether a string array could hold a quote or backslash (the two characters a JSON string
+    must escape that text fields could hold): a byte search of its character data, which may
+    span more than the array (a false yes only costs the escaping), where a regex over every
+    value was half the cost of the JSON."""
+    data = text.buffers()[2]
+    chars = data.to_pybytes() if data is not None else b""
+    return b'"' in chars or b"\\" in chars
 
 
 def _as_json(t: pa.Table) -> pa.Array:
     """Each row as a JSON object of its fields as text, built column-wise (rejects can be many).
-    Only text columns can hold a quote or backslash to escape (one scan per column for both:
-    this runs on every rejected row)."""
+    Only text columns can hold a quote or backslash to escape: this runs on every rejected row."""
     pieces: list = []
     for i, c in enumerate(t.column_names):
         col = t[c].combine_chunks()
         text = pc.fill_null(col.cast(pa.string()), "")
-        if pa.types.is_string(col.type) and pc.any(pc.match_substring_regex(text, _JSON_ESCAPES)).as_py():
+        if pa.types.is_string(col.type) and _may_need_escapes(text):
             text = pc.replace_substring(pc.replace_substring(text, "\\", "\\\\"), '"', '\\"')
         pieces += [("{" if i == 0 else '", ') + json.dumps(c) + ': "', text]
     pieces.append('"}')
@@ -466,9 +572,9 @@ def decode_csv(path: str | os.PathLike) -> Decoded:
 def decode_file(path: str | os.PathLike, bidirectional: bool = False, nfdump: str = "nfdump") -> Decoded:
     """One nfcapd file -> flows + rejects. Raises NfdumpFileError if the file itself is bad.
 
-    The fmt path first; what it cannot map with certainty (a line that does not split or type,
+    The fast path first; what it cannot map with certainty (a line that does not split or type,
     a row count that differs from nfdump's own) is decoded again through `-o csv`."""
-    return decode_fmt(path, bidirectional, nfdump) or decode_file_csv(path, bidirectional, nfdump)
+    return decode_fast(path, bidirectional, nfdump) or decode_file_csv(path, bidirectional, nfdump)
 
 
 def decode_file_csv(path: str | os.PathLike, bidirectional: bool = False, nfdump: str = "nfdump") -> Decoded:
