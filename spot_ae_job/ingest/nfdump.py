@@ -458,6 +458,8 @@ def convert_fast(pipe: pa.RecordBatch | pa.Table, rest: pa.RecordBatch | pa.Tabl
     c = {n: _array(pipe.column(n)) for n in _PIPE_FIELDS}
     c.update({n: _array(rest.column(n)) for n, _, _ in _REST_FIELDS})
     first = c["first"]
+    if len(first) == 0:
+        return ARROW_FLOW_SCHEMA.empty_table(), ARROW_REJECT_SCHEMA.empty_table()
     if not pc.all(pc.equal(c["ts"], pc.divide(pc.cast(first, pa.float64()), 1000.0))).as_py():
         raise _NotPlain("the pipe and fmt outputs are not the same rows")
     secs = pc.divide(first, 1000)  # integer division: ms -> s
@@ -536,9 +538,9 @@ def _csv_text(td: pa.Array, pr: pa.Array, out: dict[str, pa.Array], bad: pa.Arra
 
 def _may_need_escapes(text: pa.Array) -> bool:
     """Whether a string array could hold a quote or backslash (the two characters a JSON string
-    must escape that text fields could hold): a byte search of its character data, which may
-    span more than the array (a false yes only costs the escaping), where a regex over every
-    value was half the cost of the JSON."""
+    must escape that text fields could hold): one byte search of its character data instead of
+    a regex over every value. The data may span more than the array: a false yes only costs the
+    escaping."""
     data = text.buffers()[2]
     chars = data.to_pybytes() if data is not None else b""
     return b'"' in chars or b"\\" in chars
