@@ -167,14 +167,10 @@ def run_nfdump(path: str | os.PathLike, bidirectional: bool = False, nfdump: str
     `bidirectional` (-B) joins the two directions nfpcapd writes into one record (PLATFORM.md).
     """
     check_magic(path)
-    with tempfile.TemporaryFile() as err:  # stdout read in one go: no select loop over 100 MB
-        proc = subprocess.Popen(_nfdump_cmd(path, bidirectional, nfdump), stdout=subprocess.PIPE, stderr=err,
-                                stdin=subprocess.DEVNULL, env=_NFDUMP_ENV)
-        out = proc.stdout.read()
-        proc.stdout.close()
-        proc.wait()
-        warnings = _judge(path, proc.returncode, err)
-    return out, warnings
+    with _text_file(path) as out:
+        warnings = _run_into(out, path, bidirectional, nfdump, "csv")
+        out.seek(0)
+        return out.read(), warnings
 
 
 def _summary_count(summary: bytes) -> int:
