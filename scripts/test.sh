@@ -14,8 +14,19 @@ phase() {  # phase NAME PYTEST-ARGS...: run, then print its time even when it fa
   return $rc
 }
 rc=0
+# The images build while the unit and browser tests run (debootstrap, apt and COPY: mostly I/O);
+# the docker phase waits for it. A failed build is reported, and the docker tests then fail on it.
+build_log=test-output/build-images.log
+bash scripts/build-images.sh >"$build_log" 2>&1 &
+build_pid=$!
 phase unit -m "not docker and not browser" tests || rc=1
 phase browser -m browser tests || rc=1
+build_start=$SECONDS
+if wait "$build_pid"; then
+  echo "images: built beside the unit and browser tests; waited $((SECONDS - build_start)) s more (log: $build_log)"
+else
+  echo "images: building failed (log: $build_log)"; tail -20 "$build_log"; rc=1
+fi
 phase docker -m docker -rP --durations=0 tests || rc=1
 echo "total: $((SECONDS - t0)) s"
 exit $rc

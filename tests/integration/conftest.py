@@ -1,7 +1,7 @@
 """The compose cluster as a pytest session fixture, on pytest-docker's compose executor.
 
-`spot_cluster` builds what is missing (scripts/build-images.sh), starts the whole stack under a
-per-run project name with `up --wait` (the health checks are readiness checks, so "up" means
+`spot_cluster` builds what is missing (scripts/build-images.sh), starts the whole stack but the
+streaming scorer under a per-run project name with `up --wait` (the health checks are readiness checks, so "up" means
 HDFS out of safe mode with 2 DataNodes and YARN with a NodeManager), and ALWAYS tears it down
 with `down -v`, even when start-up itself fails. Host ports are left to docker and looked up.
 On any failure every container's log is saved under test-output/<project>/.
@@ -85,6 +85,10 @@ class Cluster:
         full = [*shlex.split(self.compose._compose_command), "-f", str(COMPOSE_FILE), "-p", self.project,
                 "exec", "-T", "-e", "PYTHONUNBUFFERED=1", service, *cmd]
         return subprocess.Popen(full, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+
+    def start_service(self, service: str) -> None:
+        """Start a service the fixture left at scale 0, without touching what it depends on."""
+        self.compose.execute(f"up -d --wait --wait-timeout 300 --no-deps --scale {service}=1 {service}")
 
     def container(self, service: str) -> str:
         return self.compose.execute(f"ps -a -q {service}").decode().split()[0]
@@ -170,7 +174,9 @@ def spot_cluster(request, docker_compose_command, docker_compose_file, docker_co
     failed_to_start = False
     try:
         try:
-            compose.execute("up -d --wait --wait-timeout 600")
+            # The streaming scorer starts with the module that tests it (Cluster.start_service):
+            # left running from here, it would score every other module's flows beside their jobs.
+            compose.execute("up -d --wait --wait-timeout 600 --scale stream=0")
         except Exception as e:
             failed_to_start = True
             pytest.fail(f"the cluster did not become healthy: {str(e)[-3000:]}", pytrace=False)

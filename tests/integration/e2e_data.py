@@ -1,7 +1,8 @@
-"""What the end-to-end harness sends, and the two measures it checks: conservation and recall.
+"""What the end-to-end harness sends, and what it checks: conservation, and how the model ranks
+the attack flows.
 
-Shared by tests/integration/test_e2e.py (the cluster) and by the offline run that measures the
-recall bound the cluster must reach (`python -m tests.integration.e2e_data`, docs/e2e.md).
+Shared by tests/integration/test_e2e.py (the cluster) and by the offline run that measures what
+the cluster run is compared with (`python -m tests.integration.e2e_data`, docs/e2e.md).
 
 A flow is identified on both sides by the fields the wire carries and nfdump gives back:
 addresses, ports, start second and the four counters. On the improved CIC-IDS2018 excerpt
@@ -27,6 +28,9 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
+import pyarrow.parquet as pq
+
+from spot_ae_job import metrics
 from spot_ae_job.ingest.cicids import detect_columns
 from spot_ae_job.ingest.replay import Flow, ReplayStats, cicids_flows
 
@@ -38,15 +42,18 @@ TEST_DAY = "20180228"    # NMAP Portscan day (37 of 318 flows), scored with the 
 EPOCHS = 10              # the cluster run's training settings; the bound below is for these
 BATCH_SIZE = 4           # 237 rows: small batches give enough updates in few (costly) epochs
 # Recall on TEST_DAY's attack flows at the p95 threshold, measured offline with the same data,
-# TRAIN_DAY and EPOCHS on local[2] (docs/e2e.md has the command and its output).
+# TRAIN_DAY and EPOCHS on local[2] (docs/e2e.md has the command and its output). Printed by the
+# cluster run beside its own; not a bound it is held to (below).
 RECALL_BOUND = 15 / 37
-# What the cluster run must show instead of reaching that bound: the p95 threshold is fitted on a
-# held-out 15% of 22/02's 237 benign rows (about 35 rows, so p95 is their second-highest score),
-# and training is not bit-for-bit repeatable, so how MANY flows a run flags swings (12 to 50 of
-# 318 seen) and recall with it (7 to 36 of 37). What does not depend on that swing is whether
-# the flows it flags are attacks far more often than chance: the probability of at least that
-# many attack flows in a random draw of that many flows (hypergeometric) must be below this.
-ENRICHMENT_P = 1e-3
+# What the cluster run is held to. The p95 threshold is fitted on a held-out 15% of 22/02's 237
+# benign rows (about 35 rows, so p95 is their second-highest score), and training is not
+# bit-for-bit repeatable, so how MANY flows a run flags swings (12 to 50 of 318 seen) and recall
+# with it (7 to 36 of 37); even the flagged flows' enrichment in attacks swung past a 1e-3 bound
+# (17 flagged, 7 attacks: p = 1.4e-3, CI of 2026-12-02). What the threshold does not move is how
+# the model RANKS the day: ROC-AUC of the 37 attack flows against the day's 281 benign flows, over
+# every flow's score in all_scores/. A model that detects nothing ranks at 0.5 (+-0.05 for these
+# class sizes); offline runs gave the values in docs/e2e.md.
+AUC_BOUND = 0.8
 
 Key = tuple  # (sip, dip, sport, dport, start second, ipkt, ibyt, opkt, obyt)
 
@@ -102,6 +109,19 @@ def chance_probability(total: int, attacks: int, flagged: int, hits: int) -> flo
     return tail / math.comb(total, flagged)
 
 
+def ranking_auc(sent: Sent, day: str, scored: list[dict]) -> tuple[float, int, int]:
+    """ROC-AUC of the day's replayed attack flows against its benign ones, from every scored flow
+    (all_scores rows: flow columns and score): (auc, attacks, flows). A scored flow that was not
+    sent that day is an error, not a benign flow."""
+    want = set(sent.day(day))
+    keys = [row_key(r) for r in scored]
+    unknown = [k for k in keys if k not in want]
+    if unknown:
+        raise AssertionError(f"{len(unknown)} scored flows of {day} were never sent, e.g. {unknown[:2]}")
+    y = [sent.attack[k] for k in keys]
+    return metrics.roc_auc(y, [float(r["score"]) for r in scored]), sum(y), len(y)
+
+
 def recall(sent: Sent, day: str, suspicious: list[dict]) -> tuple[float, int, int]:
     """Share of the day's replayed attack flows among the suspicious results: (recall, hits, attacks)."""
     attacks = {k for k in sent.day(day) if sent.attack[k]}
@@ -119,7 +139,8 @@ def _free_udp_port() -> int:
 
 def measure_offline(data_dir: Path, work: Path, epochs: int, master: str) -> dict:
     """Replay the excerpt to a local nfcapd, land it with the watcher, train on TRAIN_DAY, score
-    TEST_DAY with the saved model, and return the recall the cluster run is held to."""
+    TEST_DAY with the saved model; return recall at p95 and the ranking's ROC-AUC (AUC_BOUND's
+    evidence)."""
     spot = [sys.executable, "-m", "spot_ae_job"]
     huser = f"file://{work / 'spot'}"
     port = _free_udp_port()
@@ -139,13 +160,17 @@ def measure_offline(data_dir: Path, work: Path, epochs: int, master: str) -> dic
     res = work / "spot" / "flow" / "scored_results" / TEST_DAY / "scores" / "flow_results.csv"
     with open(res, newline="") as f:
         rows = list(csv.DictReader(f))
-    r, hits, attacks = recall(excerpt_flows(data_dir / EXCERPT), TEST_DAY, rows)
-    return {"recall": r, "hits": hits, "attacks": attacks, "suspicious": len(rows), "epochs": epochs,
+    sent = excerpt_flows(data_dir / EXCERPT)
+    r, hits, attacks = recall(sent, TEST_DAY, rows)
+    scored = pq.read_table(res.parents[1] / "all_scores").to_pylist()
+    auc, _, flows = ranking_auc(sent, TEST_DAY, scored)
+    return {"recall": r, "hits": hits, "attacks": attacks, "suspicious": len(rows), "flows": flows, "auc": auc,
+            "epochs": epochs,
             "train_day": TRAIN_DAY, "test_day": TEST_DAY, "master": master}
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description="measure the recall bound of the end-to-end harness offline")
+    ap = argparse.ArgumentParser(description="measure offline what the end-to-end harness compares its cluster run with (recall at p95, ROC-AUC)")
     ap.add_argument("--data", type=Path, default=Path(os.environ.get("SPOT_AE_DATA", REPO.parent / "shared" / "data")))
     ap.add_argument("--epochs", type=int, default=EPOCHS)
     ap.add_argument("--master", default="local[2]")

@@ -150,6 +150,12 @@ def log_batches(logs: str) -> list[tuple[int, float, bool]]:
     return out
 
 
+@pytest.fixture(scope="module", autouse=True)
+def stream_running(spot_cluster) -> None:
+    """The session's cluster comes up without the streaming scorer (conftest): start it here."""
+    spot_cluster.start_service("stream")
+
+
 @pytest.fixture(scope="module")
 def model_version(spot_cluster, data_dir) -> str:
     """A model on HDFS, trained the way an analyst does it (load the excerpt, `spot-ae train` on YARN)."""
