@@ -14,7 +14,7 @@ phase() {  # phase NAME PYTEST-ARGS...: run, then print its time even when it fa
   return $rc
 }
 rc=0
-# The images build while the unit and browser tests run (debootstrap, apt and COPY: mostly I/O);
+# The images build while the unit and browser tests run (debootstrap, apt, pip from the artifact cache);
 # the docker phase waits for it. A failed build is reported, and the docker tests then fail on it.
 build_log=test-output/build-images.log
 bash scripts/build-images.sh >"$build_log" 2>&1 &

@@ -47,8 +47,8 @@ BATCH_SIZE = 4           # 237 rows: small batches give enough updates in few (c
 RECALL_BOUND = 15 / 37
 # What the cluster run is held to. The p95 threshold is fitted on a held-out 15% of 22/02's 237
 # benign rows (about 35 rows, so p95 is their second-highest score), and training is not
-# bit-for-bit repeatable, so how MANY flows a run flags swings (12 to 50 of 318 seen) and recall
-# with it (7 to 36 of 37); even the flagged flows' enrichment in attacks swung past a 1e-3 bound
+# bit-for-bit repeatable, so how MANY flows a run flags swings (11 to 50 of 318 seen) and recall
+# with it (5 to 36 of 37); even the flagged flows' enrichment in attacks swung past a 1e-3 bound
 # (17 flagged, 7 attacks: p = 1.4e-3, CI of 2026-12-02). What the threshold does not move is how
 # the model RANKS the day: ROC-AUC of the 37 attack flows against the day's 281 benign flows, over
 # every flow's score in all_scores/. A model that detects nothing ranks at 0.5 (+-0.05 for these
