@@ -27,8 +27,8 @@ test:             ## every test: unit, browser and the docker cluster end to end
 test-unit:        ## the tests that need no docker engine
 	$(VENV)/bin/pytest -m "not docker" tests
 
-bench:            ## benchmarks printing figures (no assertions)
-	bash scripts/bench.sh
+bench:            ## benchmarks printing figures (no assertions); BENCH="score ingest" picks some
+	BENCH="$(BENCH)" bash scripts/bench.sh
 
 evaluate:         ## the paper's protocol, AE vs LDA, on the excerpts
 	$(VENV)/bin/spot-ae evaluate --out var/evaluation

@@ -6,9 +6,10 @@
 #   logs [SVC...]   recent logs (extra args go to `compose logs`, e.g. -f)
 #   clean           stop and wipe every volume (HDFS included)
 #   smoke           HDFS put/get across containers, then a small Spark job on YARN
-#   load-csv F...   CIC-IDS2018 CSVs (paths under the data dir, mounted at /input) -> flow table
+#   load-csv [--day YYYYMMDD] F...  CIC-IDS2018 CSVs (paths under the data dir, mounted at /input) -> flow table
 #   ml-run DATE     the AE job for YYYYMMDD on YARN (Spot's ml_ops), results on HDFS
 #   exec CMD...     run a command in the ml-client container (hdfs dfs, yarn, spark-submit)
+# SPOT_AE_DRY_RUN=1 prints the compose commands a verb would run instead of running them.
 # Environment: SPOT_AE_PROJECT (compose project, default spot-ae), SPOT_AE_APPS=0|1 (ingest and
 # OA services; default: on when their code is present), SPOT_AE_COMPOSE (compose command).
 set -euo pipefail
@@ -34,8 +35,12 @@ profiles=()
 apps_wanted && profiles=(--profile apps)
 compose() { "$compose_bin" -p "$project" -f compose/docker-compose.yml "${profiles[@]}" "$@"; }
 client() { compose exec -T ml-client "$@"; }
+if [[ ${SPOT_AE_DRY_RUN:-0} == 1 ]]; then  # print what would run in the cluster instead (tests)
+  compose() { printf 'compose'; printf ' %q' "$@"; echo; }
+fi
 
 preflight() {
+  [[ ${SPOT_AE_DRY_RUN:-0} == 1 ]] && return 0
   [[ -x $compose_bin ]] || command -v "$compose_bin" >/dev/null || die "no compose at $compose_bin: run make setup"
   docker info >/dev/null 2>&1 || die "the Docker engine is not running: run make setup (starts dockerd)"
 }
@@ -116,19 +121,30 @@ cmd_ml_run() {
 }
 
 cmd_load_csv() {
-  (($#)) || die "usage: cluster.sh load-csv FILE... (paths relative to the data dir, mounted at /input)"
+  (($#)) || die "usage: cluster.sh load-csv [--day YYYYMMDD] FILE... (paths relative to the data dir, mounted at /input)"
+  # options (--day YYYYMMDD for files without a Timestamp column) pass through to spot-ae; the rest are files
+  local opts=() files=()
+  while (($#)); do
+    case $1 in
+      --day) [[ ${2:-} =~ ^[0-9]{8}$ ]] || die "--day takes YYYYMMDD"; opts+=(--day "$2"); shift 2 ;;
+      --day=*) opts+=("$1"); shift ;;
+      -*) die "unknown option $1 (load-csv takes --day YYYYMMDD and files)" ;;
+      *) files+=("$1"); shift ;;
+    esac
+  done
+  ((${#files[@]})) || die "usage: cluster.sh load-csv [--day YYYYMMDD] FILE..."
   preflight
   # Executors run on the NodeManagers, which cannot see the client's /input: the CSVs go to
   # HDFS first (as Spot's ingest puts raw files there), and the job reads them from hdfs://.
   local stage=/tmp/spot-ae-load-$$ a=() p
   client hdfs dfs -mkdir -p "$stage"
-  for p in "$@"; do
+  for p in "${files[@]}"; do
     [[ $p == /* ]] || p=/input/$p
     client hdfs dfs -put -f "$p" "$stage/" || die "could not upload $p"
     a+=("hdfs://namenode:8020$stage/$(basename "$p")")
   done
   local rc=0
-  client spot-ae load-csv --huser "$huser" --master yarn "${a[@]}" || rc=$?
+  client spot-ae load-csv --huser "$huser" --master yarn "${opts[@]}" "${a[@]}" || rc=$?
   client hdfs dfs -rm -r -skipTrash "$stage" >/dev/null || true
   return $rc
 }

@@ -1,21 +1,24 @@
-"""`spot-ae`: the command line, in Spot's shape. Thin: parse, call a stage, report.
+"""`spot-ae` day commands (load-csv, train, score, ml-ops, demo, alerts, stream): parse the
+arguments into a `Day`, a `Layout` and the pipeline's `RunOptions`, then call mlops.py once.
 
-Subcommands of other stages (ingest, oa, evaluate) are dispatched lazily to their modules so
-`spot-ae oa` does not pay for TensorFlow and `spot-ae ingest` does not start a JVM it does not use.
+The other stages' commands (ingest, oa, evaluate, cross-check) have their own modules; entry.py
+picks one, so `spot-ae oa` never imports Spark.
 """
 from __future__ import annotations
 
 import argparse
-import importlib
 import os
 import sys
 import time
 from pathlib import Path
 
+from spot_ae_job import drift, forward, mlops, registry, stream, thresholds
+from spot_ae_job.entry import MODULES as DELEGATED
 from spot_ae_job.errors import SpotAEError, run_command
-
-DELEGATED = {"ingest": "spot_ae_job.ingest.cli", "oa": "spot_ae_job.oa.cli", "evaluate": "spot_ae_job.evaluate",
-             "cross-check": "spot_ae_job.crosscheck"}
+from spot_ae_job.fsutil import to_uri
+from spot_ae_job.ingest.flowtable import load_csv
+from spot_ae_job.layout import Day, Layout
+from spot_ae_job.spark import session
 
 
 def default_huser() -> str:
@@ -42,14 +45,14 @@ def _training(p: argparse.ArgumentParser) -> None:
     p.add_argument("--epochs", type=int, default=90, help="training epochs (paper: 90)")
     p.add_argument("--batch-size", type=int, default=32, help="Keras batch size (Keras' default)")
     p.add_argument("--dupfactor", type=int, default=None, help="copies of each low-risk feedback flow (Spot: 1000)")
-    p.add_argument("--model", choices=["ae", "ae-context", "lda"], default="ae",
-                   help="ae: the paper's autoencoder (default); ae-context: + per-host 60 s window features; lda: Spot's")
+    p.add_argument("--model", choices=registry.CHOICES, default=registry.AUTO,
+                   help="auto (default): ae-context where the flows carry IPs and timestamps, else ae; "
+                        "ae: the paper's per-flow autoencoder (paper mode); ae-context: + its hosts' recent behaviour "
+                        "(docs/detection.md); lda: Spot's")
 
 
 def _threshold_args(p: argparse.ArgumentParser, scoring: bool = False) -> None:
-    from spot_ae_job.thresholds import MODES
-
-    p.add_argument("--threshold-mode", choices=MODES, default=None,
+    p.add_argument("--threshold-mode", choices=thresholds.MODES, default=None,
                    help="how the threshold is fitted on held-out benign flows (default: p95, the paper's rule, when "
                         "training; the saved model's own mode when scoring with it); see docs/detection.md")
     p.add_argument("--benign-fpr", type=float, default=None, metavar="X",
@@ -63,8 +66,7 @@ def _threshold_args(p: argparse.ArgumentParser, scoring: bool = False) -> None:
 
 def threshold_choice(args) -> tuple[str | None, float | None]:
     """(mode, value) from the flags; a value alone picks its mode; None: not asked."""
-    from spot_ae_job.thresholds import ALERTS_PER_DAY, BENIGN_FPR, P95, flagged_fraction
-
+    ALERTS_PER_DAY, BENIGN_FPR, P95 = thresholds.ALERTS_PER_DAY, thresholds.BENIGN_FPR, thresholds.P95
     fpr, apd, mode = getattr(args, "benign_fpr", None), getattr(args, "alerts_per_day", None), getattr(args, "threshold_mode", None)
     if fpr is not None and apd is not None:
         raise SpotAEError("give either --benign-fpr or --alerts-per-day, not both")
@@ -78,7 +80,7 @@ def threshold_choice(args) -> tuple[str | None, float | None]:
     if mode == P95 and (fpr is not None or apd is not None):
         raise SpotAEError("--threshold-mode p95 takes no --benign-fpr or --alerts-per-day")
     if mode is not None:  # range checks now, before Spark starts (the day's size is not known yet)
-        flagged_fraction(mode, value, flows_per_day=1 << 62)
+        thresholds.flagged_fraction(mode, value, flows_per_day=1 << 62)
     return mode, value
 
 
@@ -178,158 +180,74 @@ def _resolve_positional(args) -> None:
 
 
 def _spark(args):
-    from spot_ae_job.spark import session
-
     return session(args.master)
 
 
-def cmd_load_csv(args) -> int:
-    from spot_ae_job.ingest.cicids import read_cicids
-    from spot_ae_job.ingest.flowtable import write_flows
-    from spot_ae_job.fsutil import to_uri
-
-    spark = _spark(args)
-    huser = to_uri(args.huser)
-    for path in args.paths:
-        res = read_cicids(spark, path)
-        n_rej = res.rejects.count()
-        if n_rej:
-            qdir = f"{huser.rstrip('/')}/flow/quarantine/csv"
-            res.rejects.write.mode("append").parquet(qdir)
-            by = {r[0]: r[1] for r in res.rejects.groupBy("reject_reason").count().collect()}
-            _say(f"{path}: {n_rej} rows rejected {by} -> {qdir}")
-        out = write_flows(res.flows, huser, source=os.path.basename(path.rstrip("/")), day=args.day)
-        _say(f"{path}: {out['flows']} flows -> {len(out['partitions'])} partitions of {huser}/flow/hive")
-    return 0
+def _layout(args) -> Layout:
+    return Layout(to_uri(args.huser))
 
 
-def _train_for_day(spark, args, huser: str, day: str):
-    from pyspark.sql import functions as F
-
-    from spot_ae_job import mlops, thresholds
-    from spot_ae_job.model import train_autoencoder
-
+def run_options(args) -> mlops.RunOptions:
+    """The parsed flags of a day command, checked, as the pipeline's options."""
     mode, value = threshold_choice(args)
-    # the held-out slice is cut before feedback copies join the training rows: it stays plain benign traffic
-    base, held = thresholds.split_holdout(mlops.training_flows(spark, huser, day, progress=_say))
-    fb = mlops.feedback_rows(spark, huser, progress=_say)
-    dup = args.dupfactor or mlops.DUPFACTOR
-    if fb is not None:
-        base = base.unionByName(fb.withColumn("_k", F.explode(F.sequence(F.lit(1), F.lit(dup)))).drop("_k"))
-    return train_autoencoder(
-        base, held_out=held, threshold_mode=mode or thresholds.P95, threshold_value=value,
-        epochs=args.epochs, batch_size=args.batch_size, training_day=day, progress=_say,
-        variant=args.model,
-        extra_meta={"feedback_flows": 0 if fb is None else fb.count(), "dupfactor": dup},
+    train = registry.TrainOptions(epochs=getattr(args, "epochs", 90), batch_size=getattr(args, "batch_size", 32),
+                                  threshold_mode=mode or thresholds.P95, threshold_value=value)
+    limit = getattr(args, "drift_limit", None)
+    return mlops.RunOptions(
+        model=getattr(args, "model", registry.AUTO), model_version=getattr(args, "model_version", None), train=train,
+        dupfactor=getattr(args, "dupfactor", None) or mlops.DUPFACTOR,
+        max_results=getattr(args, "max_results", None), tol=getattr(args, "tol", None),
+        threshold_mode=mode, threshold_value=value, drift_limit=drift.PSI_LIMIT if limit is None else limit,
+        forward_config=getattr(args, "forward_config", None),
     )
 
 
-def _score_day(spark, model, huser: str, day: str, max_results, tol, args=None):
-    from spot_ae_job import drift, fsutil, mlops
-
-    mode, value = threshold_choice(args) if args is not None else (None, None)
-    limit = getattr(args, "drift_limit", None)
-    labelled = fsutil.exists(spark, mlops._day_path(mlops.labelled_location(huser), day))
-    flows = mlops.read_day(spark, huser, day, labelled=labelled)
-    scored, rejects = mlops.score_valid(model, flows)
-    s = mlops.write_results(spark, scored, rejects, model, day, huser, max_results=max_results, tol=tol, progress=_say,
-                            threshold_mode=mode, threshold_value=value,
-                            drift_limit=drift.PSI_LIMIT if limit is None else limit)
-    if s.recall is not None:
-        _say(f"{day}: ground truth present: {s.attacks} attack flows, recall at the threshold = {s.recall:.3f}")
-    return s
-
-
-def _forward_after_scoring(spark, args, huser: str, day: str) -> None:
-    from spot_ae_job import forward
-
-    path = forward.config_path(getattr(args, "forward_config", None))
-    if path is None:
-        return
-    cfg = forward.load_config(path)
-    if cfg.after_ml_ops:
-        forward.forward_day(spark, day, huser, cfg, progress=_say)
+def cmd_load_csv(args) -> int:
+    day = Day.parse(args.day) if args.day else None
+    spark = _spark(args)
+    for path in args.paths:
+        load_csv(spark, to_uri(args.huser), path, day, say=_say)
+    return 0
 
 
 def cmd_alerts(args) -> int:
-    from spot_ae_job import forward
-    from spot_ae_job.fsutil import to_uri
-    from spot_ae_job.mlops import parse_day
-
-    parse_day(args.day)
+    day = Day.parse(args.day)
     path = forward.config_path(args.forward_config)
     if path is None:
         raise SpotAEError(f"no forwarding configured: pass --forward-config FILE or set ${forward.CONFIG_ENV} (docs/alerts.md)")
     cfg = forward.load_config(path)
-    spark = _spark(args)
-    forward.forward_day(spark, args.day, to_uri(args.huser), cfg, progress=_say)
+    forward.forward_day(_spark(args), str(day), _layout(args).huser, cfg, progress=_say)
     return 0
 
 
 def cmd_train(args) -> int:
-    from spot_ae_job.fsutil import to_uri
-    from spot_ae_job.mlops import models_location, parse_day
-
-    parse_day(args.day)
-    if args.model == "lda":
-        raise SpotAEError("`spot-ae train` trains an autoencoder (ae, ae-context); Spot's LDA trains in `ml-ops --model lda`")
-    spark = _spark(args)
-    huser = to_uri(args.huser)
-    model = _train_for_day(spark, args, huser, args.day)
-    where = model.save(spark, models_location(huser))
-    _say(f"saved model {model.version} -> {where}")
+    day = Day.parse(args.day)
+    if args.model == registry.LDA_KIND:
+        raise SpotAEError("`spot-ae train` trains an autoencoder (auto, ae, ae-context); Spot's LDA trains in `ml-ops --model lda`")
+    opts = run_options(args)
+    spark, layout = _spark(args), _layout(args)
+    model = mlops.train_day(spark, layout, day, opts, _say)
+    _say(f"saved model {model.version} -> {registry.save(spark, layout, model)}")
     return 0
 
 
 def cmd_score(args) -> int:
-    from spot_ae_job.fsutil import to_uri
-    from spot_ae_job.mlops import models_location, parse_day
-    from spot_ae_job.model import AEModel
-
-    parse_day(args.day)
-    spark = _spark(args)
-    huser = to_uri(args.huser)
-    try:
-        model = AEModel.load(spark, models_location(huser), args.model_version)
-    except FileNotFoundError as e:
-        raise SpotAEError(str(e)) from None
-    _score_day(spark, model, huser, args.day, args.max_results, args.tol, args)
-    _forward_after_scoring(spark, args, huser, args.day)
+    day = Day.parse(args.day)
+    opts = run_options(args)
+    opts.model_version = args.model_version
+    spark, layout = _spark(args), _layout(args)
+    model = registry.load(spark, layout, registry.AUTO, opts.model_version)
+    mlops.score_day(spark, layout, day, model, opts, _say)
+    mlops.forward_alerts(spark, layout, day, opts, _say)
     return 0
 
 
 def cmd_ml_ops(args) -> int:
-    from spot_ae_job.fsutil import to_uri
-    from spot_ae_job.mlops import models_location, parse_day
-    from spot_ae_job.model import AEModel
-
     _resolve_positional(args)
-    parse_day(args.day)
-    mode, value = threshold_choice(args)
-    _say(f"ml_ops {args.day} flow: model={args.model} max_results={args.max_results} tol={args.tol}")
-    spark = _spark(args)
-    huser = to_uri(args.huser)
-    if args.model == "lda" and not args.model_version:
-        from spot_ae_job import lda
-
-        model = lda.train_for_day(spark, huser, args.day, progress=_say, threshold_mode=mode or "p95", threshold_value=value)
-        model.save(spark, models_location(huser) + "/lda")
-    elif args.model_version:
-        if args.model == "lda":
-            from spot_ae_job.lda import LDAModelBundle as cls
-            where = models_location(huser) + "/lda"
-        else:
-            cls, where = AEModel, models_location(huser)
-        try:
-            model = cls.load(spark, where, args.model_version)
-        except FileNotFoundError as e:
-            raise SpotAEError(str(e)) from None
-        _say(f"scoring with saved model {model.version}")
-    else:
-        model = _train_for_day(spark, args, huser, args.day)
-        model.save(spark, models_location(huser))
-    _score_day(spark, model, huser, args.day, args.max_results, args.tol, args)
-    _forward_after_scoring(spark, args, huser, args.day)
+    day = Day.parse(args.day)
+    opts = run_options(args)
+    _say(f"ml_ops {day} flow: model={opts.model} max_results={opts.max_results} tol={opts.tol}")
+    mlops.ml_ops(_spark(args), _layout(args), day, opts, _say)
     return 0
 
 
@@ -337,22 +255,17 @@ def cmd_demo(args) -> int:
     data = Path(args.data) if args.data else default_data() / "cicids2018" / "aegmm__toy_dataset.csv"
     if not data.exists():
         raise SpotAEError(f"demo data not found at {data} (set SPOT_AE_DATA to the shared data folder, or --data)")
-    _say(f"demo: {data} -> {args.huser}, then ml_ops {args.day} flow")
-    args.paths, day = [str(data)], args.day
-    args.day = None
-    cmd_load_csv(args)
-    args.day, args.positional, args.max_results, args.tol = day, [], None, None
-    args.model, args.model_version, args.type, args.forward_config = "ae", None, "flow", None
-    cmd_ml_ops(args)
-    _say(f"demo done: open {args.huser}/flow/scored_results/{day}/scores/flow_results.csv")
+    day = Day.parse(args.day)
+    opts = run_options(args)
+    spark, layout = _spark(args), _layout(args)
+    _say(f"demo: {data} -> {layout.huser}, then ml_ops {day} flow --model {opts.model}")
+    load_csv(spark, layout.huser, str(data), None, say=_say)
+    mlops.ml_ops(spark, layout, day, opts, _say)
+    _say(f"demo done: open {layout.results(day).scores_csv}")
     return 0
 
 
 def cmd_stream(args) -> int:
-    from spot_ae_job import stream
-    from spot_ae_job.fsutil import to_uri
-    from spot_ae_job.spark import session
-
     if args.trigger_seconds <= 0 or args.max_files_per_trigger < 1:
         raise SpotAEError("--trigger-seconds must be > 0 and --max-files-per-trigger >= 1")
     conf = dict(c.split("=", 1) for c in args.conf if "=" in c)
@@ -378,9 +291,6 @@ COMMANDS = {"stream": cmd_stream, "load-csv": cmd_load_csv, "train": cmd_train, 
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] in DELEGATED:
-        mod = importlib.import_module(DELEGATED[argv[0]])
-        return int(mod.main(argv[1:]) or 0)
     args = _parser().parse_args(argv)
     return run_command("spot-ae", COMMANDS[args.cmd], args)
 
@@ -390,4 +300,4 @@ def ml_ops_main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="ml_ops", description="Spot's ml_ops: score one day of flows")
     _ml_ops_args(p)
     args = p.parse_args(sys.argv[1:] if argv is None else argv)
-    return _run(cmd_ml_ops, args)
+    return run_command("ml_ops", cmd_ml_ops, args)

@@ -322,6 +322,9 @@ def fit_lda(
     )
     if threshold_flows is None:
         thr_meta.update(threshold_fitted_on="the training flows (the paper's protocol)", holdout_fraction=0.0)
+    fraction = thresholds.flagged_fraction(threshold_mode, threshold_value, flows_per_day=flows_per_day or n_train)
+    thr_meta["threshold_resolution"] = thresholds.resolution(
+        thr_meta["holdout_rows"], fraction, "held-out benign slice" if threshold_flows is not None else "training flows")
     # drift reference: the same flow features the autoencoder reads, and the benign scores
     from spot_ae_job import drift
 
@@ -352,16 +355,7 @@ def fit_lda(
     return bundle
 
 
-def train_for_day(spark: SparkSession, huser: str, day: str, progress: Callable[[str], None] = print, **kw) -> LDAModelBundle:
-    """ml-ops `--model lda`: fit on one day of the flow table, benign flows only when labelled."""
-    from spot_ae_job import mlops
-
-    base = mlops.training_flows(spark, huser, day, progress=progress)
-    train, held = thresholds.split_holdout(base, kw.pop("holdout", thresholds.HOLDOUT_FRACTION), kw.get("seed", 7))
-    return fit_lda(train, threshold_flows=held, training_day=day, progress=progress, **kw)
-
-
 __all__ = [
-    "LDAModelBundle", "fit_lda", "train_for_day", "add_words", "word_columns", "ceil_log2_plus1",
+    "LDAModelBundle", "fit_lda", "add_words", "word_columns", "ceil_log2_plus1",
     "fit_quantile_cuts", "TOPIC_COUNT", "LOW_TO_LOW", "HIGH_TO_HIGH", "SIDE_MARK",
 ]

@@ -1,4 +1,10 @@
-"""Spot's `ml_ops.sh YYYYMMDD flow` as a Spark job: read a day, train, score, write results.
+"""The day pipeline: Spot's `ml_ops.sh YYYYMMDD flow` as one Spark job, in one place.
+
+    ml_ops = read -> train (or load) -> threshold -> score -> write -> alert -> forward
+
+Every command that touches a day (`ml-ops`, `train`, `score`, `demo`) enters here with a parsed
+`Day`, a `Layout` and `RunOptions`; each stage is called once, in that order. Models come from
+the registry (registry.py), so nothing below asks which kind it holds.
 
 Spot trained and scored the same day and kept no model. We keep that default (so the command
 means what Spot users expect) and add what analysts need: a saved, versioned model that can
@@ -8,60 +14,49 @@ feedback verdicts that persist across days, and quarantined input rows.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 import math
-import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.window import Window
 
-from spot_ae_job import drift, explain, fsutil, thresholds
-from spot_ae_job import fsutil
+from spot_ae_job import drift, explain, forward, fsutil, metrics, registry, thresholds
 from spot_ae_job import verdicts as verdict_store
 from spot_ae_job.alerts import write_alerts
+from spot_ae_job.context import CONTEXT_COLUMNS, add_context
 from spot_ae_job.errors import SpotAEError
-from spot_ae_job.schema import (
-    FEEDBACK_SCHEMA, FLOW_COLUMNS, FLOW_SCHEMA, IS_ATTACK, LABEL_COLUMNS, PARTITION_COLUMNS,
-    REJECT_REASON, RESULT_COLUMNS, flow_table_location, scored_results_location,
-)
-from spot_ae_job.score import SCORE, flag_suspicious
+from spot_ae_job.layout import SCORE, SUSPICIOUS, Day, Layout, is_day
+from spot_ae_job.schema import FEEDBACK_SCHEMA, FLOW_COLUMNS, FLOW_SCHEMA, IS_ATTACK, LABEL_COLUMNS, REJECT_REASON, RESULT_COLUMNS
+from spot_ae_job.score import flag_suspicious
 
 DUPFACTOR = 1000
-_DAY = re.compile(r"^(\d{4})(\d{2})(\d{2})$")
+Say = Callable[[str], None]
 
 
-def parse_day(day: str) -> tuple[int, int, int]:
-    m = _DAY.match(day or "")
-    if not m:
-        raise SpotAEError(f"day must be YYYYMMDD, got {day!r}")
-    y, mo, d = map(int, m.groups())
-    try:
-        dt.date(y, mo, d)
-    except ValueError:
-        raise SpotAEError(f"not a calendar date: {day}") from None
-    return y, mo, d
+@dataclass
+class RunOptions:
+    """What a day run was asked to do, parsed and checked by the CLI (or a test) beforehand."""
+
+    model: str = registry.AUTO  # a registry choice: auto, ae, ae-context, lda
+    model_version: str | None = None  # score with this saved model ("latest" too) instead of training
+    train: registry.TrainOptions = field(default_factory=registry.TrainOptions)
+    dupfactor: int = DUPFACTOR
+    max_results: int | None = None
+    tol: float | None = None
+    threshold_mode: str | None = None  # a mode asked for at scoring time (None: the model's own)
+    threshold_value: float | None = None
+    drift_limit: float = drift.PSI_LIMIT
+    forward_config: str | None = None
 
 
-def models_location(huser: str) -> str:
-    return f"{huser.rstrip('/')}/flow/models"
-
-
-def labelled_location(huser: str) -> str:
-    return f"{huser.rstrip('/')}/flow/labelled"
-
-
-def _day_path(root: str, day: str) -> str:
-    y, m, d = parse_day(day)
-    return f"{root}/y={y}/m={m}/d={d}"
-
-
-def read_day(spark: SparkSession, huser: str, day: str, labelled: bool = False) -> DataFrame:
+def read_day(spark: SparkSession, layout: Layout, day: Day, labelled: bool = False) -> DataFrame:
     """One day of the flow table (or of its labelled twin), validated against the schema."""
-    root = labelled_location(huser) if labelled else flow_table_location(huser)
-    path = _day_path(root, day)
+    root = layout.labelled if labelled else layout.flow_table
+    path = layout.day_flows(day, labelled)
     if not fsutil.exists(spark, path):
         raise SpotAEError(f"no flows for {day}: {path} does not exist")
     df = spark.read.option("basePath", root).parquet(path)
@@ -106,29 +101,53 @@ def score_valid(model, flows: DataFrame) -> tuple[DataFrame, DataFrame]:
     return model.score(good), rejects
 
 
-def training_flows(spark: SparkSession, huser: str, day: str, progress=print) -> DataFrame:
-    """A day's rows to train on, for any model: its benign flows where the day has ground
-    truth, otherwise all of them (Spot's assumption: mostly benign); only scorable rows."""
-    if fsutil.exists(spark, _day_path(labelled_location(huser), day)):
-        src = read_day(spark, huser, day, labelled=True)
-        base = src.where(F.col(IS_ATTACK) == F.lit(False)).select(*FLOW_COLUMNS)
+def has_labels(spark: SparkSession, layout: Layout, day: Day) -> bool:
+    return fsutil.exists(spark, layout.day_flows(day, labelled=True))
+
+
+def training_day_rows(spark: SparkSession, layout: Layout, day: Day, progress: Say = print) -> tuple[DataFrame, bool]:
+    """(every scorable row of the day, whether it carries ground truth). The caller keeps the
+    benign ones after computing anything that depends on the whole day (host context)."""
+    labelled = has_labels(spark, layout, day)
+    if labelled:
         progress(f"{day} has ground truth: training on its benign flows only")
     else:
-        base = read_day(spark, huser, day)
         progress(f"{day} has no labels: training on all its flows (Spot's assumption: mostly benign)")
-    return validate_rows(base)[0]
+    return validate_rows(read_day(spark, layout, day, labelled=labelled))[0], labelled
 
 
-def feedback_rows(spark: SparkSession, huser: str, progress=print, at: dt.datetime | None = None) -> DataFrame | None:
+def benign_only(rows: DataFrame, labelled: bool) -> DataFrame:
+    return rows.where(F.col(IS_ATTACK) == F.lit(False)) if labelled else rows
+
+
+def training_flows(spark: SparkSession, layout: Layout, day: Day, progress: Say = print) -> DataFrame:
+    """A day's rows to train on, for any model: its benign flows where the day has ground
+    truth, otherwise all of them (Spot's assumption: mostly benign); only scorable rows."""
+    rows, labelled = training_day_rows(spark, layout, day, progress)
+    return benign_only(rows, labelled).select(*FLOW_COLUMNS)
+
+
+def with_day_context(spark: SparkSession, layout: Layout, rows: DataFrame) -> DataFrame:
+    """Host context for flows of any days (analyst feedback), each counted against its own day
+    of the flow table, as scoring that day counted it."""
+    days = [Day(r[0], r[1], r[2]) for r in rows.select("tryear", "trmonth", "trday").distinct().collect() if r[0]]
+    parts = [read_day(spark, layout, d) for d in days if fsutil.exists(spark, layout.day_flows(d))]
+    universe = validate_rows(functools.reduce(DataFrame.unionByName, parts))[0] if parts else rows
+    return add_context(rows, universe)
+
+
+def feedback_rows(spark: SparkSession, layout: Layout, progress: Say = print, dupfactor: int = DUPFACTOR,
+                  at: dt.datetime | None = None) -> DataFrame | None:
     """Flows an analyst marked low risk (sev 3) on any day, looked up in that day's scores: from
     the verdict store (verdicts.py: only verdicts in force at `at`, default now) and from Spot's
     per-day ml_feedback.csv files (kept for data written by Spot's own OA)."""
-    root = f"{huser.rstrip('/')}/flow/scored_results"
     parts = []
-    for day in fsutil.list_dirs(spark, root):
-        fb = f"{root}/{day}/feedback/ml_feedback.csv"
-        scores = f"{root}/{day}/all_scores"
-        if not (_DAY.match(day) and fsutil.exists(spark, fb) and fsutil.exists(spark, scores)):
+    for name in fsutil.list_dirs(spark, layout.scored_results):
+        if not is_day(name):
+            continue
+        res = layout.results(Day.parse(name))
+        fb, scores = res.feedback_csv, res.all_scores
+        if not (fsutil.exists(spark, fb) and fsutil.exists(spark, scores)):
             continue
         verdicts = spark.read.option("header", True).schema(FEEDBACK_SCHEMA).csv(fb).where(F.col("sev") == 3)
         flows = spark.read.parquet(scores)
@@ -138,35 +157,31 @@ def feedback_rows(spark: SparkSession, huser: str, progress=print, at: dt.dateti
             flows.ipkt == verdicts.ipkt, flows.ibyt == verdicts.ibyt,
         ]
         parts.append(flows.join(verdicts, cond, "left_semi").select(*FLOW_COLUMNS))
-    stored = verdict_store.training_flows(spark, huser, at)
+    stored = verdict_store.training_flows(spark, layout.huser, at)
     if stored is not None:
         parts.append(stored)
     if not parts:
         return None
-    out = parts[0]
-    for p in parts[1:]:
-        out = out.unionByName(p)
-    out = out.distinct().cache()  # a verdict in both places counts once  # counted here and again for the model's metadata
+    out = functools.reduce(DataFrame.unionByName, parts).distinct().cache()  # a verdict in both places counts once; counted here and again for the model's metadata
     n = out.count()
     if n == 0:
         return None
-    progress(f"feedback: {n} low-risk flows from analyst verdicts, each added {DUPFACTOR} times")
+    progress(f"feedback: {n} low-risk flows from analyst verdicts, each added {dupfactor} times")
     return out
 
 
 @dataclass
 class RunSummary:
-    day: str
+    day: Day
     model_version: str
     threshold: float
     flows_scored: int
     suspicious: int
     rejected: int
     results_uri: str
-    recall: float | None = None
-    attacks: int | None = None
     threshold_mode: str = thresholds.P95
     drift: dict | None = None
+    labelled: dict | None = None  # recall, benign FPR, ROC-AUC, PR-AUC where the day has ground truth
 
 
 def _histogram(scored: DataFrame, bins: int = 40) -> dict:
@@ -207,66 +222,75 @@ def resolve_threshold(model, day_flows: Callable[[], int], tol: float | None = N
     return thr, {"threshold_mode": mode, "threshold_value": value, "threshold_flows_per_day": per_day}
 
 
+def _labelled_figures(flagged: DataFrame, threshold: float, higher: bool) -> dict | None:
+    """What ground truth says about this run: recall and benign FPR at the threshold, and the
+    threshold-free ROC-AUC / PR-AUC of the day's scores (metrics.py, exact)."""
+    if IS_ATTACK not in flagged.columns:
+        return None
+    (m,) = metrics.binary_metrics(flagged.select(SCORE, IS_ATTACK), threshold, higher_is_suspicious=higher, fprs=(0.05,))
+    attacks, benign = m["tp"] + m["fn"], m["fp"] + m["tn"]
+    if not attacks and not benign:
+        return None
+    return {"attacks": attacks, "benign": benign, "recall": m["recall"] if attacks else None,
+            "benign_fpr": m["fpr"] if benign else None, "roc_auc": m["roc_auc"], "pr_auc": m["pr_auc"],
+            "recall_at_benign_fpr_0.05": m.get("recall_at_fpr_0.05")}
+
+
 def write_results(
     spark: SparkSession,
     scored: DataFrame,
     rejects: DataFrame,
     model,
-    day: str,
-    huser: str,
-    max_results: int | None = None,
-    tol: float | None = None,
-    progress=print,
-    threshold_mode: str | None = None,
-    threshold_value: float | None = None,
-    drift_limit: float = drift.PSI_LIMIT,
+    day: Day,
+    layout: Layout,
+    opts: RunOptions,
+    progress: Say = print,
 ) -> RunSummary:
     """Spot's result layout for one day, plus the Parquet copy of every score and run.json.
 
     Suspicious rows get explanation columns after Spot's (explain.py); run.json records the
-    threshold's mode and the day's drift against the training data (drift.py)."""
-    out = scored_results_location(day, huser)
-    threshold, how = resolve_threshold(model, scored.count, tol, threshold_mode, threshold_value)
+    threshold's mode and resolution and the day's drift against the training data (drift.py)."""
+    res = layout.results(day)
+    threshold, how = resolve_threshold(model, scored.count, opts.tol, opts.threshold_mode, opts.threshold_value)
     higher = model.higher_is_suspicious
     flagged = flag_suspicious(scored, threshold, higher).cache()
     order = F.col(SCORE).desc() if higher else F.col(SCORE).asc()
-    ranked = flagged.where("suspicious").withColumn("rank", F.row_number().over(Window.orderBy(order)))
-    others = flagged.where("not suspicious").withColumn("rank", F.lit(None).cast("int"))
-    keep = [c for c in flagged.columns if c in FLOW_COLUMNS or c in (SCORE, "suspicious")]
+    ranked = flagged.where(SUSPICIOUS).withColumn("rank", F.row_number().over(Window.orderBy(order)))
+    others = flagged.where(f"not {SUSPICIOUS}").withColumn("rank", F.lit(None).cast("int"))
+    keep = [c for c in flagged.columns if c in FLOW_COLUMNS or c in CONTEXT_COLUMNS or c in (SCORE, SUSPICIOUS)]
     explained = explain.add_explanations(model, ranked.select(*keep, "rank"))
     all_scores = explained.unionByName(explain.with_null_explanations(others.select(*keep, "rank")))
-    all_scores.write.mode("overwrite").parquet(f"{out}/all_scores")
+    all_scores.write.mode("overwrite").parquet(res.all_scores)
 
-    stored = spark.read.parquet(f"{out}/all_scores")
-    top = stored.where("suspicious").orderBy("rank")
+    stored = spark.read.parquet(res.all_scores)
+    top = stored.where(SUSPICIOUS).orderBy("rank")
+    max_results = opts.max_results
     if max_results is not None and max_results >= 0:
         top = top.limit(max_results)
-    tmp = f"{out}/_scores_tmp"
+    tmp = res.tmp("scores")
     top.select(*RESULT_COLUMNS, *explain.EXPLANATION_COLUMNS).coalesce(1).write.mode("overwrite").option("header", True).csv(tmp)
     part = [f for f in fsutil.list_files(spark, tmp) if f.rsplit("/", 1)[-1].startswith("part-")]
-    fsutil.rename(spark, part[0], f"{out}/scores/flow_results.csv")
+    fsutil.rename(spark, part[0], res.scores_csv)
     fsutil.delete(spark, tmp)
 
     n_rej = rejects.count()
     if n_rej:
-        rejects.write.mode("overwrite").parquet(f"{out}/rejected")
-    counts = stored.agg(F.count("*").alias("n"), F.sum(F.col("suspicious").cast("int")).alias("s")).first()
-    summary = RunSummary(day, model.version, float(threshold), int(counts["n"]), int(counts["s"] or 0), n_rej, out,
+        rejects.write.mode("overwrite").parquet(res.rejected)
+    counts = stored.agg(F.count("*").alias("n"), F.sum(F.col(SUSPICIOUS).cast("int")).alias("s")).first()
+    summary = RunSummary(day, model.version, float(threshold), int(counts["n"]), int(counts["s"] or 0), n_rej, res.root,
                          threshold_mode=how["threshold_mode"])
     ref = model.meta.get("drift_reference")
     if ref:
-        summary.drift = drift.measure(ref, drift.named_features(stored, keep=(SCORE,)), drift_limit)
-    if IS_ATTACK in scored.columns:
-        lab = flagged.where(F.col(IS_ATTACK)).agg(F.count("*").alias("a"), F.sum(F.col("suspicious").cast("int")).alias("hit")).first()
-        if lab["a"]:
-            summary.attacks, summary.recall = int(lab["a"]), float(lab["hit"]) / lab["a"]
+        summary.drift = drift.measure(ref, drift.named_features(stored, keep=(SCORE,)), opts.drift_limit)
+    summary.labelled = _labelled_figures(flagged, threshold, higher)
     run = {
-        "day": day,
+        "day": str(day),
         "model": model.kind,
         "model_version": model.version,
         "threshold": float(threshold),
         **how,
-        "threshold_fitted_on": None if tol is not None else model.meta.get("threshold_fitted_on"),
+        "threshold_fitted_on": None if opts.tol is not None else model.meta.get("threshold_fitted_on"),
+        "threshold_resolution": None if opts.tol is not None else model.meta.get("threshold_resolution"),
         "higher_is_suspicious": higher,
         "flows_scored": summary.flows_scored,
         "suspicious": summary.suspicious,
@@ -276,18 +300,91 @@ def write_results(
         "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "score_histogram": _histogram(stored),
         "drift": summary.drift,
-        "labelled": {"attacks": summary.attacks, "recall": summary.recall} if summary.attacks else None,
+        "labelled": summary.labelled,
     }
-    al = write_alerts(spark, stored, model, day, huser, threshold, run["threshold_mode"], progress=progress)
+    al = write_alerts(spark, stored, model, str(day), layout.huser, threshold, run["threshold_mode"], progress=progress)
     run["alerts"] = {"written": al.alerts, "suppressed": al.suppressed, "uri": al.uri}
-    fsutil.write_text(spark, f"{out}/run.json", json.dumps(run, indent=2))
+    fsutil.write_text(spark, res.run_json, json.dumps(run, indent=2))
     flagged.unpersist()
     progress(
         f"{day}: scored {summary.flows_scored} flows, {summary.suspicious} {'above' if higher else 'below'} threshold {threshold:.6g}, "
-        f"{n_rej} rejected -> {out}/scores/flow_results.csv"
+        f"{n_rej} rejected -> {res.scores_csv}"
     )
     if summary.drift and summary.drift["drifted"]:
         d = summary.drift
         progress(f"{day}: DRIFT: score PSI {d['score_psi']:.3f} > {d['limit']} against the training data "
                  f"(largest feature shift: {d['largest_feature']}); the threshold's false-alarm rate may not hold")
+    return summary
+
+
+# ------------------------------------------------------------------------------ the day, end to end
+
+def train_day(spark: SparkSession, layout: Layout, day: Day, opts: RunOptions, say: Say = print):
+    """Train the asked kind on the day's benign flows (plus low-risk verdicts, `dupfactor` times);
+    the threshold is fitted on a held-out benign slice cut before any feedback copy joins.
+    Host context is computed over the whole day (attacks included, as scoring will see it)
+    before the benign rows are kept."""
+    rows, labelled = training_day_rows(spark, layout, day, say)
+    kind = registry.choose(opts.model, rows, say)
+    context = kind == registry.AE_CONTEXT
+    cols = FLOW_COLUMNS + (CONTEXT_COLUMNS if context else [])
+    base, held = thresholds.split_holdout(benign_only(add_context(rows) if context else rows, labelled).select(*cols))
+    topts = opts.train
+    if opts.threshold_mode is not None:
+        topts.threshold_mode, topts.threshold_value = opts.threshold_mode, opts.threshold_value
+    if kind != registry.LDA_KIND:  # Spot's LDA never took feedback
+        fb = feedback_rows(spark, layout, progress=say, dupfactor=opts.dupfactor)
+        if fb is not None:
+            fb_rows = with_day_context(spark, layout, fb) if context else fb
+            base = base.unionByName(fb_rows.withColumn("_k", F.explode(F.sequence(F.lit(1), F.lit(opts.dupfactor)))).drop("_k"))
+        topts.extra_meta = {**topts.extra_meta, "feedback_flows": 0 if fb is None else fb.count(), "dupfactor": opts.dupfactor}
+    return registry.train(kind, base, held, topts, str(day), say)
+
+
+def score_day(spark: SparkSession, layout: Layout, day: Day, model, opts: RunOptions, say: Say = print) -> RunSummary:
+    """Score every flow of the day with `model` and write Spot's results, alerts and run.json."""
+    flows = read_day(spark, layout, day, labelled=has_labels(spark, layout, day))
+    scored, rejects = score_valid(model, flows)
+    s = write_results(spark, scored, rejects, model, day, layout, opts, progress=say)
+    lab = s.labelled
+    if lab and lab["attacks"] and lab["benign"]:
+        say(f"{day}: ground truth: {lab['attacks']} attack and {lab['benign']} benign flows; at the threshold recall "
+            f"{lab['recall']:.3f}, benign FPR {lab['benign_fpr']:.3f}; ROC-AUC {metrics_fmt(lab['roc_auc'])}, "
+            f"PR-AUC {metrics_fmt(lab['pr_auc'])}")
+    elif lab and lab["attacks"]:
+        say(f"{day}: ground truth: {lab['attacks']} attack flows, recall at the threshold = {lab['recall']:.3f}")
+    return s
+
+
+def metrics_fmt(v) -> str:
+    return "n/a" if v is None or metrics.is_nan(v) else f"{v:.3f}"
+
+
+def forward_alerts(spark: SparkSession, layout: Layout, day: Day, opts: RunOptions, say: Say = print) -> None:
+    """Send the day's alerts on when the forwarding config asks for it after ml-ops."""
+    path = forward.config_path(opts.forward_config)
+    if path is None:
+        return
+    cfg = forward.load_config(path)
+    if cfg.after_ml_ops:
+        forward.forward_day(spark, str(day), layout.huser, cfg, progress=say)
+
+
+def obtain_model(spark: SparkSession, layout: Layout, day: Day, opts: RunOptions, say: Say = print):
+    """The saved model asked for (`--model-version`), or one trained on the day and saved."""
+    if opts.model_version:
+        model = registry.load(spark, layout, opts.model, opts.model_version)
+        say(f"scoring with saved model {model.version}")
+        return model
+    model = train_day(spark, layout, day, opts, say)
+    where = registry.save(spark, layout, model)
+    say(f"saved model {model.version} -> {where}")
+    return model
+
+
+def ml_ops(spark: SparkSession, layout: Layout, day: Day, opts: RunOptions, say: Say = print) -> RunSummary:
+    """Spot's ml_ops for one day: train (or load) -> threshold -> score -> write -> alert -> forward."""
+    model = obtain_model(spark, layout, day, opts, say)
+    summary = score_day(spark, layout, day, model, opts, say)
+    forward_alerts(spark, layout, day, opts, say)
     return summary

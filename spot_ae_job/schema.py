@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import functools
 
-SCHEMA_VERSION = 1
+from spot_ae_job.layout import HUSER, Day, Layout
 
-HUSER = "/user/spot"
+SCHEMA_VERSION = 1
 FLOW_TABLE = "spot.flow"
 
 # (name, Hive type) of Spot's flow table, in Spot's order.
@@ -108,12 +108,13 @@ def __getattr__(name: str):
 
 
 def flow_table_location(huser: str = HUSER) -> str:
-    return f"{huser.rstrip('/')}/flow/hive"
+    """The table's location under a user root (layout.py names every path)."""
+    return Layout(huser).flow_table
 
 
 def scored_results_location(day: str, huser: str = HUSER) -> str:
-    """`${HUSER}/flow/scored_results/YYYYMMDD`: scores/, feedback/ and our extras live below."""
-    return f"{huser.rstrip('/')}/flow/scored_results/{day}"
+    """`${HUSER}/flow/scored_results/YYYYMMDD` (layout.py names every path)."""
+    return Layout(huser).results(Day.parse(str(day))).root
 
 
 def flow_table_ddl(location: str | None = None) -> str:

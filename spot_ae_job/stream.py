@@ -21,7 +21,7 @@ marker is in it.
 """
 from __future__ import annotations
 
-import importlib.util
+import functools
 import time
 from dataclasses import dataclass
 from typing import Callable
@@ -30,27 +30,26 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from spot_ae_job import fsutil
+from spot_ae_job.alerts import write_alerts
+from spot_ae_job.context import WINDOWS, add_context
 from spot_ae_job.errors import SpotAEError
-from spot_ae_job.mlops import models_location, validate_rows
+from spot_ae_job.layout import MODEL_VERSION, SCORE, Day, Layout
+from spot_ae_job.mlops import validate_rows
 from spot_ae_job.model import AEModel
-from spot_ae_job.schema import (
-    FLOW_COLUMNS, PARTITION_COLUMNS, PARTITIONED_FLOW_SCHEMA, REJECT_REASON, RESULT_COLUMNS,
-    flow_table_location, scored_results_location,
-)
-from spot_ae_job.score import SCORE, flag_suspicious
+from spot_ae_job.schema import FLOW_COLUMNS, PARTITION_COLUMNS, PARTITIONED_FLOW_SCHEMA, RESULT_COLUMNS
+from spot_ae_job.score import flag_suspicious
 
 APP_NAME = "spot-ae-stream"  # the name the ResourceManager UI shows
-MODEL_VERSION = "model_version"
 BATCH_ID = "batch_id"
 DAY = "_day"
 
 
 def stream_location(day: str, huser: str) -> str:
-    return f"{scored_results_location(day, huser)}/stream"
+    return Layout(huser).results(Day.parse(day)).stream
 
 
 def default_checkpoint(huser: str) -> str:
-    return f"{huser.rstrip('/')}/flow/stream_checkpoint"
+    return Layout(huser).stream_checkpoint
 
 
 @dataclass
@@ -67,7 +66,7 @@ class ModelFollower:
     """The model LATEST names, reloaded only when LATEST changes (one small read per batch)."""
 
     def __init__(self, spark: SparkSession, huser: str, say: Callable[[str], None] = print):
-        self.spark, self.models, self.say = spark, models_location(huser), say
+        self.spark, self.models, self.say = spark, Layout(huser).models, say
         self.model: AEModel | None = None
 
     def latest_version(self) -> str | None:
@@ -101,13 +100,9 @@ class ModelFollower:
 
 
 def _write_alerts(spark: SparkSession, suspicious: DataFrame, model: AEModel, day: str, huser: str, batch_id: int) -> None:
-    # ---- ALERTS HOOK (issue 11): the one place alerts are written, once per micro-batch and day.
-    # `suspicious` carries batch_id: a re-run of the same batch after a crash calls this again
-    # with the same rows, so the batch's alerts go to their own batch=<id> directory, overwritten.
-    if importlib.util.find_spec("spot_ae_job.alerts") is None:
-        return
-    from spot_ae_job.alerts import write_alerts
-
+    # The one place alerts are written, once per micro-batch and day. `suspicious` carries
+    # batch_id: a re-run of the same batch after a crash calls this again with the same rows, so
+    # the batch's alerts go to their own batch=<id> directory, overwritten.
     write_alerts(spark, suspicious, model, day, huser, batch_id=batch_id)
 
 
@@ -125,6 +120,8 @@ class BatchScorer:
         rows = batch.withColumn(DAY, day).persist()
         try:
             good, rejects = validate_rows(rows)
+            if not model.scores_each_row_alone:  # host context counts the day's earlier flows too
+                good = self._with_context(spark, good)
             scored = (flag_suspicious(model.score(good), model.threshold, model.higher_is_suspicious)
                       .withColumn(MODEL_VERSION, F.lit(model.version))
                       .withColumn(BATCH_ID, F.lit(batch_id).cast("long")))
@@ -143,6 +140,25 @@ class BatchScorer:
         self.say(f"batch {batch_id}: {n} flows scored with {model.version}, {s} suspicious, "
                  f"{sum(rejected.values())} rejected, days {sorted(counts) or sorted(rejected)} "
                  f"({time.monotonic() - t0:.1f} s)")
+
+    def _with_context(self, spark: SparkSession, good: DataFrame) -> DataFrame:
+        """The batch's flows + host context counted against the flow table's flows of the same day
+        and minutes (earlier batches included), so a streamed flow gets the value a batch run of
+        its day gives it (context.py: the windows look back at most 59 minutes)."""
+        table = spark.read.schema(PARTITIONED_FLOW_SCHEMA).parquet(Layout(self.huser).flow_table)
+        day = F.format_string("%04d%02d%02d", F.col("y"), F.col("m"), F.col("d"))
+        parts = []
+        for r in good.groupBy(DAY).agg(F.min("unix_tstamp").alias("lo"), F.max("unix_tstamp").alias("hi")).collect():
+            mine = good.where(F.col(DAY) == r[DAY])
+            if r["lo"] is None:
+                parts.append(add_context(mine))
+                continue
+            lo, hi = (r["lo"] // 60 - (WINDOWS["1h"] - 1)) * 60, (r["hi"] // 60 + 1) * 60
+            earlier = table.withColumn(DAY, day).where((F.col(DAY) == r[DAY]) & F.col("unix_tstamp").between(lo, hi - 1))
+            parts.append(add_context(mine, universe=validate_rows(earlier)[0]))
+        if not parts:  # an empty batch
+            return add_context(good)
+        return functools.reduce(DataFrame.unionByName, parts)
 
     def _write_day(self, spark, scored: DataFrame, rejects: DataFrame, model: AEModel, day: str,
                    batch_id: int, n_rejected: int) -> None:
@@ -164,7 +180,7 @@ class BatchScorer:
 def flow_stream(spark: SparkSession, huser: str, max_files_per_trigger: int) -> DataFrame:
     """The flow table as a stream. The schema is given (a streaming file source cannot infer it
     safely); the partition columns in it are filled from the y=/m=/d=/h= directory names."""
-    table = flow_table_location(huser)
+    table = Layout(huser).flow_table
     fs, p = fsutil._fs(spark, table)
     fs.mkdirs(p)  # the source needs its directory to exist when the query starts
     return (spark.readStream.schema(PARTITIONED_FLOW_SCHEMA)
@@ -185,7 +201,7 @@ def start(spark: SparkSession, opts: StreamOptions, say: Callable[[str], None] =
         writer = writer.trigger(availableNow=True)
     else:
         writer = writer.trigger(processingTime=f"{opts.trigger_seconds:g} seconds")
-    say(f"following {flow_table_location(opts.huser)} (model {model.version}, checkpoint {checkpoint}, "
+    say(f"following {Layout(opts.huser).flow_table} (model {model.version}, checkpoint {checkpoint}, "
         f"{'until caught up' if opts.available_now else f'every {opts.trigger_seconds:g} s'}, "
         f"at most {opts.max_files_per_trigger} files per batch)")
     return writer.start()

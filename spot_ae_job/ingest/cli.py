@@ -157,13 +157,16 @@ def cmd_csv(args) -> int:
         from spot_ae_job.ingest.watcher import ingest_paths
 
         rc = _report(ingest_paths(_cfg(args), nfdump_csv, Path(args.quarantine), workers=args.workers, kind="nfdump-csv"))
-    if others:  # CIC-IDS2018: the ML job's reader and loader own that format
-        from spot_ae_job import cli as main_cli
+    if others:  # CIC-IDS2018 / CICFlowMeter: the flow table's CSV loader owns that format (it needs Spark)
+        from spot_ae_job.fsutil import to_uri
+        from spot_ae_job.ingest.flowtable import load_csv
+        from spot_ae_job.layout import Day
+        from spot_ae_job.spark import session
 
-        argv = ["load-csv", "--huser", args.huser, "--master", args.master, *map(str, others)]
-        if args.day:
-            argv += ["--day", args.day]
-        rc = max(rc, main_cli.main(argv))
+        day = Day.parse(args.day) if args.day else None
+        spark = session(args.master)
+        for f in others:
+            load_csv(spark, to_uri(args.huser), str(f), day)
     return rc
 
 

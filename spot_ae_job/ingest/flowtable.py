@@ -8,6 +8,7 @@ other sources (the nfcapd watcher) wrote into the same hours.
 from __future__ import annotations
 
 import hashlib
+import os
 import uuid
 
 from pyspark.sql import DataFrame
@@ -15,17 +16,18 @@ from pyspark.sql import functions as F
 
 from spot_ae_job import fsutil
 from spot_ae_job.errors import SpotAEError
-from spot_ae_job.schema import FLOW_COLUMNS, LABEL_COLUMNS, PARTITIONED_FLOW_SCHEMA, flow_table_location
+from spot_ae_job.ingest.cicids import read_cicids
+from spot_ae_job.layout import Day, Layout
+from spot_ae_job.schema import FLOW_COLUMNS, LABEL_COLUMNS, PARTITIONED_FLOW_SCHEMA
 
 PARTITION_TYPES = {f.name: f.dataType for f in PARTITIONED_FLOW_SCHEMA.fields if f.name in ("y", "m", "d", "h")}
 
 
-def with_partitions(df: DataFrame, day: str | None = None) -> DataFrame:
+def with_partitions(df: DataFrame, day: Day | str | None = None) -> DataFrame:
     """Add y/m/d/h from each flow's time; rows with no time take `day` (hour 0) if given."""
-    from spot_ae_job.mlops import parse_day
-
     if day is not None:
-        y, m, d = parse_day(day)
+        d_ = day if isinstance(day, Day) else Day.parse(day)
+        y, m, d = d_.year, d_.month, d_.day
         fy, fm, fd, fh = (F.coalesce(F.col(c), F.lit(v)) for c, v in (("tryear", y), ("trmonth", m), ("trday", d), ("trhour", 0)))
     else:
         fy, fm, fd, fh = (F.col(c) for c in ("tryear", "trmonth", "trday", "trhour"))
@@ -59,7 +61,7 @@ def _move_into_table(spark, staging: str, table: str, tag: str) -> list[str]:
     return sorted(moved_dirs)
 
 
-def write_flows(df: DataFrame, huser: str, source: str, day: str | None = None) -> dict:
+def write_flows(df: DataFrame, huser: str, source: str, day: Day | str | None = None) -> dict:
     """Write flows (FLOW_COLUMNS [+ LABEL_COLUMNS]) into the table; labels go to the twin only."""
     spark = df.sparkSession
     parted = with_partitions(df, day).cache()
@@ -70,15 +72,30 @@ def write_flows(df: DataFrame, huser: str, source: str, day: str | None = None) 
             "pass --day YYYYMMDD to load them as that day"
         )
     tag = "csv-" + hashlib.sha256(source.encode()).hexdigest()[:12]
-    base = huser.rstrip("/")
+    layout = Layout(huser)
     written = {}
-    targets = [(flow_table_location(huser), FLOW_COLUMNS)]
+    targets = [(layout.flow_table, FLOW_COLUMNS)]
     if all(c in df.columns for c in LABEL_COLUMNS):
-        targets.append((f"{base}/flow/labelled", FLOW_COLUMNS + LABEL_COLUMNS))
+        targets.append((layout.labelled, FLOW_COLUMNS + LABEL_COLUMNS))
     for table, cols in targets:
-        staging = f"{base}/flow/_staging/{uuid.uuid4().hex}"
+        staging = f"{layout.staging}/{uuid.uuid4().hex}"
         parted.select(*cols, "y", "m", "d", "h").write.partitionBy("y", "m", "d", "h").parquet(staging)
         written[table] = _move_into_table(spark, staging, table, tag)
     n = parted.count()
     parted.unpersist()
-    return {"flows": n, "partitions": written[flow_table_location(huser)]}
+    return {"flows": n, "partitions": written[layout.flow_table]}
+
+
+def load_csv(spark, huser: str, path: str, day: Day | None = None, say=print) -> dict:
+    """`spot-ae load-csv`: one CIC-IDS2018 / CICFlowMeter CSV into the flow table (labels into the
+    labelled twin); rows that fail validation go to quarantine with their reason."""
+    res = read_cicids(spark, path)
+    n_rej = res.rejects.count()
+    if n_rej:
+        qdir = Layout(huser).quarantine("csv")
+        res.rejects.write.mode("append").parquet(qdir)
+        by = {r[0]: r[1] for r in res.rejects.groupBy("reject_reason").count().collect()}
+        say(f"{path}: {n_rej} rows rejected {by} -> {qdir}")
+    out = write_flows(res.flows, huser, source=os.path.basename(path.rstrip("/")), day=day)
+    say(f"{path}: {out['flows']} flows -> {len(out['partitions'])} partitions of {Layout(huser).flow_table}")
+    return {**out, "rejected": n_rej}

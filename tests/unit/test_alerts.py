@@ -17,7 +17,7 @@ import pytest
 from spot_ae_job import cli
 from spot_ae_job.alerts import community_ids, read_alerts, with_community_id, write_alerts
 from spot_ae_job.model import AEModel
-from spot_ae_job.mlops import models_location
+from spot_ae_job.layout import Layout
 from spot_ae_job.schema import SCHEMA_VERSION
 
 DAY = "20180215"
@@ -163,7 +163,7 @@ def test_alerts_carry_the_models_lineage(spark, scored):
 
 def test_a_rerun_writes_the_same_alert_ids(spark, scored):
     before = sorted(a["event"]["id"] for a in read_alerts(spark, DAY, scored))
-    model = AEModel.load(spark, models_location(scored))
+    model = AEModel.load(spark, Layout(scored).models)
     flagged = spark.read.parquet(f"{scored}/flow/scored_results/{DAY}/all_scores")
     s = write_alerts(spark, flagged, model, DAY, scored, progress=lambda *_: None)
     after = sorted(a["event"]["id"] for a in read_alerts(spark, DAY, scored))

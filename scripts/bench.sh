@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# `make bench`: the benchmarks, each printing its figures (and MET / MISSED against its goal);
+# none asserts. Run on an otherwise idle machine. `make bench BENCH="score ingest"` picks some;
+# SPOT_AE_DRY_RUN=1 prints the commands instead of running them.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+declare -A cmd=(
+  [score]="benchmarks/bench_score.py --rows 8000000"
+  [ingest]="benchmarks/bench_ingest.py"
+  [detection]="benchmarks/bench_detection.py --epochs 90"
+  [ae-vs-lda]="benchmarks/bench_ae_vs_lda.py"
+  [stream]="benchmarks/bench_stream.py"
+  [community-id]="benchmarks/bench_community_id.py"
+  [oa]="benchmarks/oa_suspicious.py --all-flows 100000"
+)
+order=(score ingest detection ae-vs-lda stream community-id oa)
+names=(${BENCH:-${order[@]}})
+for n in "${names[@]}"; do
+  [[ -n ${cmd[$n]:-} ]] || { echo "bench: unknown benchmark '$n' (known: ${order[*]})" >&2; exit 2; }
+done
+for n in "${names[@]}"; do
+  echo "== bench $n: .venv/bin/python ${cmd[$n]}"
+  [[ ${SPOT_AE_DRY_RUN:-0} == 1 ]] && continue
+  t0=$SECONDS
+  .venv/bin/python ${cmd[$n]}
+  echo "== bench $n: $((SECONDS - t0)) s"
+done

@@ -1,0 +1,189 @@
+"""The one place that names Spot's HDFS tree and the result columns (SPEC §2).
+
+Everything under `${HUSER}/flow` is spelled here and nowhere else: ingest, the ML job, the
+stream, the OA, Ansible's NameNode role and the image's init script (the last two are checked
+against `created_at_install()` by tests/unit/test_layout.py). A day is parsed once into a `Day`
+at the edge (the CLI, the OA's URL) and travels as that value.
+
+    flow/hive/y=/m=/d=/h=/            the flow table (schema.py)
+    flow/labelled/y=/m=/d=/h=/        the same flows with ground truth, never read by a model
+    flow/models/<version>/, LATEST    autoencoders; flow/models/lda/... the LDA baseline
+    flow/scored_results/YYYYMMDD/     one day's results (DayResults below)
+    flow/verdicts/                    analyst verdicts across days
+    flow/quarantine/<source>/         input rows or files that failed validation
+    flow/ingest_state/, ingest_summary/, stream_checkpoint/
+"""
+from __future__ import annotations
+
+import datetime as dt
+import re
+from dataclasses import dataclass
+
+from spot_ae_job.errors import SpotAEError
+
+HUSER = "/user/spot"
+
+# result columns (beside schema.RESULT_COLUMNS, Spot's own order of flow_results.csv)
+SCORE = "score"
+SUSPICIOUS = "suspicious"
+RANK = "rank"
+MODEL_VERSION = "model_version"
+
+_DAY = re.compile(r"(\d{4})(\d{2})(\d{2})")
+
+
+@dataclass(frozen=True, order=True)
+class Day:
+    """A calendar day as Spot names it (YYYYMMDD); parsed once, validated once."""
+
+    year: int
+    month: int
+    day: int
+
+    @classmethod
+    def parse(cls, text: str) -> "Day":
+        m = _DAY.fullmatch(text) if isinstance(text, str) else None
+        if not m:
+            raise SpotAEError(f"day must be YYYYMMDD, got {text!r}")
+        y, mo, d = map(int, m.groups())
+        try:
+            dt.date(y, mo, d)
+        except ValueError:
+            raise SpotAEError(f"not a calendar date: {text}") from None
+        return cls(y, mo, d)
+
+    @classmethod
+    def of(cls, date: dt.date) -> "Day":
+        return cls(date.year, date.month, date.day)
+
+    def __str__(self) -> str:
+        return f"{self.year:04d}{self.month:02d}{self.day:02d}"
+
+    @property
+    def date(self) -> dt.date:
+        return dt.date(self.year, self.month, self.day)
+
+    def partition(self, root: str) -> str:
+        """`root/y=YYYY/m=M/d=D`: the Hive partition of this day (integers, not zero-padded)."""
+        return f"{root}/y={self.year}/m={self.month}/d={self.day}"
+
+
+def is_day(text: str) -> bool:
+    try:
+        Day.parse(text)
+        return True
+    except SpotAEError:
+        return False
+
+
+@dataclass(frozen=True)
+class DayResults:
+    """`${HUSER}/flow/scored_results/YYYYMMDD/`: Spot's files and ours, batch and stream alike."""
+
+    root: str
+
+    @property
+    def scores_csv(self) -> str:  # Spot's flow_results.csv, most suspicious first
+        return f"{self.root}/scores/flow_results.csv"
+
+    @property
+    def all_scores(self) -> str:  # every flow with score, flag, rank, explanation (Parquet)
+        return f"{self.root}/all_scores"
+
+    @property
+    def run_json(self) -> str:
+        return f"{self.root}/run.json"
+
+    @property
+    def rejected(self) -> str:
+        return f"{self.root}/rejected"
+
+    @property
+    def alerts(self) -> str:
+        return f"{self.root}/alerts"
+
+    @property
+    def alerts_summary(self) -> str:
+        return f"{self.root}/alerts_summary.json"
+
+    @property
+    def feedback_csv(self) -> str:  # Spot's ml_feedback.csv
+        return f"{self.root}/feedback/ml_feedback.csv"
+
+    @property
+    def stream(self) -> str:  # micro-batch outputs of the streaming scorer
+        return f"{self.root}/stream"
+
+    def tmp(self, name: str) -> str:
+        return f"{self.root}/_{name}_tmp"
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Spot's tree under one HDFS user root (a file:// or hdfs:// URI)."""
+
+    huser: str
+
+    def __post_init__(self):
+        object.__setattr__(self, "huser", self.huser.rstrip("/"))
+
+    @property
+    def flow(self) -> str:
+        return f"{self.huser}/flow"
+
+    @property
+    def flow_table(self) -> str:
+        return f"{self.flow}/hive"
+
+    @property
+    def labelled(self) -> str:
+        return f"{self.flow}/labelled"
+
+    @property
+    def models(self) -> str:
+        return f"{self.flow}/models"
+
+    @property
+    def lda_models(self) -> str:
+        return f"{self.models}/lda"
+
+    @property
+    def scored_results(self) -> str:
+        return f"{self.flow}/scored_results"
+
+    @property
+    def verdicts(self) -> str:
+        return f"{self.flow}/verdicts"
+
+    @property
+    def ingest_state(self) -> str:
+        return f"{self.flow}/ingest_state"
+
+    @property
+    def ingest_summary(self) -> str:
+        return f"{self.flow}/ingest_summary"
+
+    @property
+    def stream_checkpoint(self) -> str:
+        return f"{self.flow}/stream_checkpoint"
+
+    @property
+    def staging(self) -> str:
+        return f"{self.flow}/_staging"
+
+    def quarantine(self, source: str) -> str:
+        return f"{self.flow}/quarantine/{source}"
+
+    def results(self, day: Day) -> DayResults:
+        return DayResults(f"{self.scored_results}/{day}")
+
+    def day_flows(self, day: Day, labelled: bool = False) -> str:
+        return day.partition(self.labelled if labelled else self.flow_table)
+
+
+def created_at_install() -> list[str]:
+    """The directories under ${HUSER} that a fresh cluster creates (the rest appear on first write):
+    the image's init-hdfs.sh and Ansible's NameNode role are tested against this list."""
+    lay = Layout("")
+    return [p.lstrip("/") for p in (lay.flow, lay.flow_table, lay.labelled, lay.scored_results, lay.models,
+                                     lay.ingest_summary, lay.flow + "/quarantine")]
