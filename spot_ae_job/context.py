@@ -1,35 +1,77 @@
-"""Per-host context for the `ae-context` variant: what the flow's source did in the last minute.
+"""Host context for the `ae-context` model: what a flow's hosts did around it.
 
-A single flow of a DoS, a scan or a brute force often looks like ordinary traffic (one HTTP
-request, one SYN, one failed login); what gives it away is how many such flows the same host
-sent just before. For every flow, over the flows of the same source IP whose timestamp lies in
-[t - 60 s, t] (the flow itself included, so a lone flow counts 1):
+One flow of an HTTP flood, a brute force or a scan looks like ordinary traffic (one request, one
+login, one SYN); what gives it away is rate and repetition per host: the same source sending the
+same request to the same service hundreds of times, one source touching many ports, one target
+hit by many sources. For every flow, over the flows of the same day in the flow's clock minute
+(`1m`) or in that minute and the 59 before it (`1h`), with `failed` = a RST, or a SYN never
+acknowledged (nfdump's flag string):
 
-  ctx_flows_log     log1p(number of flows)
-  ctx_dports_log    log1p(number of distinct destination ports)
-  ctx_dips_log      log1p(number of distinct destination IPs)
-  ctx_failed_share  share of those flows that failed: RST seen, or SYN without ACK
+  src_flows_1m, src_flows_1h   flows from the flow's source IP
+  src_dports_1h, src_dips_1h   distinct destination ports / IPs that source contacted
+  src_failed_1h                share of that source's flows that failed
+  dst_flows_1h, dst_sips_1h    flows to the flow's destination IP, and distinct sources sending them
+  svc_flows_1m, svc_flows_1h   flows of the same source -> destination:port/protocol (repetition)
 
-Computed with Spark window functions (a range frame over `unix_tstamp`, a numeric order key as
-range frames require; partitioned by source IP), so it runs on YARN like every other stage.
-Distinct counts are `size(collect_set(...))` over the frame: exact; the frame holds one host's
-last minute, which stays small except for the busiest sources.
+Counts enter the network as log1p; every input has a FIXED scale (`FIXED_BOUNDS`: log counts
+over [0, log1p(1000)], shares over [0, 1]) instead of the min-max of the training rows. Why:
+the benign rows of a sampled excerpt (or a quiet network) give nearly constant context, and a
+min-max fitted on a near-constant column either drops it (the earlier variant mapped a constant
+column to 0, so a flood of 100 flows a minute scored exactly like a lone flow, and the model
+inverted) or blows any later value up past every per-flow feature. A fixed scale keeps a context
+deviation comparable in size to a per-flow one whatever the training day looked like. The cap
+(1,000 flows of a host in a window maps to +1; more extrapolates past it) puts a 100x jump in a
+host's rate at about the squared error of one badly reconstructed per-flow metric; a cap of
+100,000 squeezed that jump below the per-flow noise (on the demo day, DoS Hulk's first minutes
+scored under benign p99: docs/detection.md).
 
-Flows without a source IP or a timestamp (the 79/80-column CIC-IDS2018 layouts) have no context
-to compute: they get neutral values, those of a flow alone in its window (1 flow, 1 port, 1 IP,
-its own failed flag), never a guess from other rows. Windows end where the input ends: scoring
-one day does not see the previous day's last minute.
+Windows are whole clock minutes so that they are cheap on a full day (counts per host and minute,
+then a sum over at most 60 rows; distinct counts by counting when each value enters and leaves
+the window), and so that a stream gets the batch result: the value of a flow depends only on the
+flows of its day in its window, so a micro-batch computed against the flow table's earlier flows
+of those minutes (`add_context(batch, universe=...)`) equals the day computed at once.
+
+Sampling: in a uniform sample of a day (the CIC-IDS2018 excerpts) every count is thinned by the
+sampling rate, so absolute counts are lower than on the full day, and a model trained on a
+sample and scoring a full day (or a capture) sees larger counts than it learned. Within one data
+set (train and score the same network, the ml-ops default) both sides are thinned alike; across
+data sets the fixed scale bounds how far a benign density change moves the score, and the
+per-flow inputs keep their say. docs/detection.md has what the excerpts can and cannot show.
+
+Flows without a source IP or a timestamp (the 79/80-column CIC-IDS2018 layouts) have no context:
+they get the values of a flow alone in its window (1 flow, 1 port, 1 peer, its own failed flag).
 """
 from __future__ import annotations
+
+import math
 
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
 from spot_ae_job.features import FEATURE_PREFIX
 
-WINDOW_SECONDS = 60
-CONTEXT_FEATURES: list[str] = ["ctx_flows_log", "ctx_dports_log", "ctx_dips_log", "ctx_failed_share"]
+WINDOWS = {"1m": 1, "1h": 60}  # minutes: the flow's own clock minute, and it plus the 59 before
+SRC, DST, SVC = ("sip",), ("dip",), ("sip", "dip", "dport", "proto")
+COUNTS = ["src_flows_1m", "src_flows_1h", "src_dports_1h", "src_dips_1h",
+          "dst_flows_1h", "dst_sips_1h", "svc_flows_1m", "svc_flows_1h"]
+SHARES = ["src_failed_1h"]
+CONTEXT_FEATURES: list[str] = COUNTS[:4] + SHARES + COUNTS[4:]
 CONTEXT_COLUMNS = [FEATURE_PREFIX + f for f in CONTEXT_FEATURES]
+COUNT_CAP = 1_000  # log1p of this maps to +1 (see the module docstring)
+FIXED_BOUNDS: dict[str, tuple[float, float]] = {
+    **{FEATURE_PREFIX + c: (0.0, math.log1p(COUNT_CAP)) for c in COUNTS},
+    **{FEATURE_PREFIX + c: (0.0, 1.0) for c in SHARES},
+}
+# what an analyst reads in an explanation
+DISPLAY_NAMES = {
+    "src_flows_1m": "flows from source, same minute", "src_flows_1h": "flows from source, last hour",
+    "src_dports_1h": "ports source contacted, last hour", "src_dips_1h": "hosts source contacted, last hour",
+    "src_failed_1h": "failed share of source's flows, last hour",
+    "dst_flows_1h": "flows to destination, last hour", "dst_sips_1h": "sources of destination, last hour",
+    "svc_flows_1m": "same source->service flows, same minute", "svc_flows_1h": "same source->service flows, last hour",
+}
+_MIN = "_ctx_min"
+_HAS = "_ctx_has"
 
 
 def failed(flag: Column | None = None) -> Column:
@@ -38,36 +80,69 @@ def failed(flag: Column | None = None) -> Column:
     return F.when(f.contains("R") | (f.contains("S") & ~f.contains("A")), 1.0).otherwise(0.0)
 
 
-def raw_context(flows: DataFrame, window_seconds: int = WINDOW_SECONDS) -> DataFrame:
-    """flows -> flows + ctx_flows, ctx_dports, ctx_dips, ctx_failed (counts, not yet logged)."""
-    has_ctx = F.col("sip").isNotNull() & F.col("unix_tstamp").isNotNull()
-    w = Window.partitionBy("sip").orderBy(F.col("unix_tstamp")).rangeBetween(-window_seconds, 0)
-    fail = failed()
-    windowed = flows.where(has_ctx).select(
-        "*",
-        F.count(F.lit(1)).over(w).alias("ctx_flows"),
-        F.size(F.collect_set(F.coalesce(F.col("dport"), F.lit(-1))).over(w)).alias("ctx_dports"),
-        F.size(F.collect_set(F.coalesce(F.col("dip"), F.lit(""))).over(w)).alias("ctx_dips"),
-        F.avg(fail).over(w).alias("ctx_failed"),
-    )
-    # rows without context never enter the window: all of them would share one null key and one
-    # frame (every row a peer of every other), quadratic on a file without IPs
-    alone = flows.where(~has_ctx).select(
-        "*", F.lit(1).cast("long").alias("ctx_flows"), F.lit(1).alias("ctx_dports"), F.lit(1).alias("ctx_dips"),
-        fail.alias("ctx_failed"))
-    return windowed.unionByName(alone)
+def _keyed(df: DataFrame) -> DataFrame:
+    """Null-free join keys (a missing port or protocol is its own value) and the clock minute."""
+    return df.withColumns({
+        "dport": F.coalesce(F.col("dport"), F.lit(-1)), "proto": F.coalesce(F.col("proto"), F.lit("")),
+        _MIN: F.floor(F.col("unix_tstamp") / 60).cast("long"),
+    })
 
 
-def add_context(flows: DataFrame, window_seconds: int = WINDOW_SECONDS) -> DataFrame:
-    """flows -> flows + the CONTEXT_COLUMNS (unscaled, like add_features' f_* columns)."""
-    raw = raw_context(flows, window_seconds)
-    return raw.select(
-        *flows.columns,
-        F.log1p(F.col("ctx_flows").cast("double")).cast("float").alias(CONTEXT_COLUMNS[0]),
-        F.log1p(F.col("ctx_dports").cast("double")).cast("float").alias(CONTEXT_COLUMNS[1]),
-        F.log1p(F.col("ctx_dips").cast("double")).cast("float").alias(CONTEXT_COLUMNS[2]),
-        F.col("ctx_failed").cast("float").alias(CONTEXT_COLUMNS[3]),
-    )
+def _counts(u: DataFrame, key: tuple[str, ...], prefix: str, with_failed: bool = False) -> DataFrame:
+    """(key, minute) -> flows in each window ending at that minute (and failed flows in 1h)."""
+    per = u.groupBy(*key, _MIN).agg(F.count("*").alias("_n"), F.sum(failed()).alias("_f"))
+    w = Window.partitionBy(*key).orderBy(_MIN)
+    cols = [F.sum("_n").over(w.rangeBetween(-(m - 1), 0)).alias(f"{prefix}_flows_{name}") for name, m in WINDOWS.items()]
+    if with_failed:
+        cols.append(F.sum("_f").over(w.rangeBetween(-(WINDOWS["1h"] - 1), 0)).alias(f"_{prefix}_failed_n"))
+    return per.select(*key, _MIN, *cols)
 
 
-__all__ = ["CONTEXT_FEATURES", "CONTEXT_COLUMNS", "WINDOW_SECONDS", "add_context", "raw_context", "failed"]
+def _distinct(u: DataFrame, key: tuple[str, ...], value: str, name: str, minutes: int = WINDOWS["1h"]) -> DataFrame:
+    """(key, minute) -> distinct `value`s of the key in the window ending at that minute.
+
+    Each (key, value, minute) occurrence keeps its value in the window from its minute until
+    `minutes` later or the value's next occurrence, whichever is first; the distinct count at a
+    minute is the running sum of those +1 / -1 events. One sort per key, no per-row sets."""
+    occ = u.select(*key, value, _MIN).distinct()
+    nxt = F.lead(_MIN).over(Window.partitionBy(*key, value).orderBy(_MIN))
+    occ = occ.withColumn("_end", F.least(F.col(_MIN) + minutes, F.coalesce(nxt, F.col(_MIN) + minutes)))
+    events = (occ.select(*key, F.col(_MIN), F.lit(1).alias("_d"))
+              .unionByName(occ.select(*key, F.col("_end").alias(_MIN), F.lit(-1).alias("_d")))
+              .groupBy(*key, _MIN).agg(F.sum("_d").alias("_d")))
+    run = Window.partitionBy(*key).orderBy(_MIN).rowsBetween(Window.unboundedPreceding, Window.currentRow)
+    return events.select(*key, _MIN, F.sum("_d").over(run).alias(name))
+
+
+def raw_context(flows: DataFrame, universe: DataFrame | None = None) -> DataFrame:
+    """flows -> flows + the context counts (CONTEXT_FEATURES, not yet logged), each counted over
+    `universe` (default: `flows` themselves), which must hold every flow of the windows asked
+    about. Rows without a source IP or timestamp get the values of a flow alone."""
+    has = F.col("sip").isNotNull() & F.col("unix_tstamp").isNotNull()
+    u = _keyed((universe if universe is not None else flows).where(has))
+    src = (_counts(u, SRC, "src", with_failed=True)
+           .join(_distinct(u, SRC, "dport", "src_dports_1h"), [*SRC, _MIN])
+           .join(_distinct(u, SRC, "dip", "src_dips_1h"), [*SRC, _MIN]))
+    dst = _counts(u, DST, "dst").drop("dst_flows_1m").join(_distinct(u, DST, "sip", "dst_sips_1h"), [*DST, _MIN])
+    svc = _counts(u, SVC, "svc")
+    keyed = _keyed(flows.withColumn(_HAS, has).withColumns({"_dport0": F.col("dport"), "_proto0": F.col("proto")}))
+    out = (keyed.join(src, [*SRC, _MIN], "left").join(dst, [*DST, _MIN], "left").join(svc, [*SVC, _MIN], "left"))
+    alone = {c: F.lit(1).cast("long") for c in COUNTS}
+    vals = {c: F.when(F.col(_HAS), F.col(c).cast("long")).otherwise(alone[c]) for c in COUNTS}
+    vals["src_failed_1h"] = F.when(F.col(_HAS), F.col("_src_failed_n") / F.col("src_flows_1h")).otherwise(failed())
+    return out.select(*[F.col(c) for c in flows.columns if c not in ("dport", "proto")],
+                      F.col("_dport0").alias("dport"), F.col("_proto0").alias("proto"),
+                      *[vals[c].alias(c) for c in CONTEXT_FEATURES]).select(*flows.columns, *CONTEXT_FEATURES)
+
+
+def add_context(flows: DataFrame, universe: DataFrame | None = None) -> DataFrame:
+    """flows -> flows + CONTEXT_COLUMNS (log1p of the counts, the share as is; unscaled, like
+    add_features' f_* columns). `universe`: see raw_context."""
+    raw = raw_context(flows, universe)
+    logged = {c: F.log1p(F.col(c).cast("double")) for c in COUNTS}
+    logged.update({c: F.col(c).cast("double") for c in SHARES})
+    return raw.select(*flows.columns, *[logged[c].cast("float").alias(FEATURE_PREFIX + c) for c in CONTEXT_FEATURES])
+
+
+__all__ = ["CONTEXT_FEATURES", "CONTEXT_COLUMNS", "FIXED_BOUNDS", "WINDOWS", "DISPLAY_NAMES", "add_context",
+           "raw_context", "failed"]

@@ -12,6 +12,8 @@ some ordinary traffic, so this is a lower bound of what the model separates).
 from __future__ import annotations
 
 import argparse
+import csv
+import fnmatch
 import json
 import os
 import sys
@@ -23,7 +25,9 @@ import numpy as np
 
 from spot_ae_job.errors import SpotAEError, run_command
 
-# The captures of ../shared/data/pcap (its README): attack or benign traffic.
+ROLES = ("attack", "benign")
+# The captures of ../shared/data/pcap (its README): attack or benign traffic. Any other capture
+# gets its role from --roles FILE, --attack PATTERN or --benign PATTERN.
 CAPTURE_ROLES = {
     "bruteforce.pcap": "attack", "sshguess.pcap": "attack", "synscan.pcapng": "attack",
     "portscan.pcap": "attack", "ftp-crack.pcap": "attack",
@@ -43,6 +47,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--data", action="append", default=None,
                    help="CIC-IDS2018 CSV(s) whose benign rows train the models (default: the improved excerpt)")
     p.add_argument("--pcap", default=str(default_data().parent / "pcap"), help="folder of captures (searched recursively)")
+    p.add_argument("--roles", default=None, help="CSV of `capture,role` lines (role: attack or benign); "
+                   "capture = a file name or a glob on the path below --pcap")
+    p.add_argument("--attack", action="append", default=[], metavar="GLOB", help="captures matching GLOB are attack traffic (repeatable)")
+    p.add_argument("--benign", action="append", default=[], metavar="GLOB", help="captures matching GLOB are benign traffic (repeatable)")
     p.add_argument("--model", default="ae,ae-context", help="comma-separated: ae, ae-context")
     p.add_argument("--epochs", type=int, default=90)
     p.add_argument("--holdout", type=float, default=0.2)
@@ -50,6 +58,33 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--master", default=os.environ.get("SPOT_AE_MASTER", "local[2]"))
     p.add_argument("--seed", type=int, default=7)
     return p
+
+
+def read_roles(path: str) -> list[tuple[str, str]]:
+    """A roles file: one `capture,role` per line (a header line `capture,role` is allowed)."""
+    try:
+        rows = list(csv.reader(Path(path).read_text(encoding="utf-8").splitlines()))
+    except (OSError, UnicodeDecodeError) as e:
+        raise SpotAEError(f"cannot read the roles file {path}: {e}") from None
+    out = []
+    for i, r in enumerate(rows, 1):
+        if not r or not "".join(r).strip() or (i == 1 and [c.strip().lower() for c in r] == ["capture", "role"]):
+            continue
+        if len(r) != 2 or r[1].strip().lower() not in ROLES:
+            raise SpotAEError(f"{path} line {i}: expected `capture,attack` or `capture,benign`, got {','.join(r)!r}")
+        out.append((r[0].strip(), r[1].strip().lower()))
+    return out
+
+
+def capture_roles(pcaps: list[Path], root: Path, rules: list[tuple[str, str]]) -> dict[str, str]:
+    """Each capture's role: the first rule whose glob matches its file name or its path below
+    `root`, else the bundled table's, else `unknown` (listed, left out of the figures)."""
+    roles = {}
+    for p in pcaps:
+        rel = str(p.relative_to(root)) if p.is_relative_to(root) else p.name
+        hit = next((role for pat, role in rules if fnmatch.fnmatch(p.name, pat) or fnmatch.fnmatch(rel, pat)), None)
+        roles[p.name] = hit or CAPTURE_ROLES.get(p.name, "unknown")
+    return roles
 
 
 def capture_flows(spark, pcaps: list[Path]):
@@ -77,6 +112,7 @@ def capture_flows(spark, pcaps: list[Path]):
 def run(args) -> dict:
     from pyspark.sql import functions as F
 
+    from spot_ae_job.context import CONTEXT_COLUMNS, add_context
     from spot_ae_job.evaluate import default_data
     from spot_ae_job.ingest.cicids import read_cicids
     from spot_ae_job.metrics import roc_auc
@@ -93,10 +129,23 @@ def run(args) -> dict:
     pcaps = sorted(p for p in pcap_dir.rglob("*") if p.suffix in (".pcap", ".pcapng"))
     if not pcaps:
         raise SpotAEError(f"no .pcap/.pcapng files under {pcap_dir}")
+    rules = (read_roles(args.roles) if args.roles else []) + [(g, "attack") for g in args.attack] + [(g, "benign") for g in args.benign]
+    roles = capture_roles(pcaps, pcap_dir, rules)
+    unknown = sorted(c for c, r in roles.items() if r == "unknown")
+    if unknown:
+        _say(f"no role for {', '.join(unknown)}: listed, but left out of the figures (give --roles, --attack or --benign)")
+    if not {"attack", "benign"} <= set(roles.values()):
+        raise SpotAEError("cross-check needs at least one attack and one benign capture: assign roles with "
+                          "--roles FILE, --attack GLOB or --benign GLOB")
     data = args.data or [str(default_data() / "aegmm__toy_dataset.csv")]
     spark = session(args.master, app="spot-ae-cross-check", extra={"spark.sql.shuffle.partitions": "4"})
 
-    benign = read_cicids(spark, data).flows.where(F.col(IS_ATTACK) == F.lit(False)).select(*FLOW_COLUMNS)
+    # host context is counted over every row of the CSVs (attacks too), as on the day they were captured
+    rows = read_cicids(spark, data).flows
+    if "ae-context" in models:
+        rows = add_context(rows)
+    keep = FLOW_COLUMNS + (CONTEXT_COLUMNS if "ae-context" in models else [])
+    benign = rows.where(F.col(IS_ATTACK) == F.lit(False)).select(*keep)
     u = F.rand(args.seed)
     benign = benign.withColumn("_u", u).cache()
     train, held = benign.where(F.col("_u") >= args.holdout).drop("_u"), benign.where(F.col("_u") < args.holdout).drop("_u")
@@ -105,12 +154,15 @@ def run(args) -> dict:
     _say(f"{benign.count()} CIC-IDS2018 benign rows ({held.count()} held out for thresholds); captures: "
          + ", ".join(f"{k} {v}" for k, v in counts.items()))
 
-    result = {"data": data, "pcap": str(pcap_dir), "epochs": args.epochs, "captures": {}, "models": {}}
+    result = {"data": data, "pcap": str(pcap_dir), "epochs": args.epochs, "roles": roles, "captures": {}, "models": {}}
     lines = []
     for name in models:
-        m = train_autoencoder(train, epochs=args.epochs, seed=args.seed, training_day="cicids2018-benign",
+        m = train_autoencoder(train.select(*FLOW_COLUMNS, *(CONTEXT_COLUMNS if name == "ae-context" else [])),
+                              held_out=held.select(*FLOW_COLUMNS, *(CONTEXT_COLUMNS if name == "ae-context" else [])),
+                              epochs=args.epochs, seed=args.seed, training_day="cicids2018-benign",
                               progress=lambda s: None, variant=name)
-        held_scores = np.array([r[0] for r in score_flows(m, held).select("score").collect()], dtype=float)
+        held_scores = np.array([r[0] for r in score_flows(m, held.select(*FLOW_COLUMNS, *(CONTEXT_COLUMNS if name == "ae-context" else [])))
+                                .select("score").collect()], dtype=float)
         th = {f"{mode}{'' if v is None else f' {v:g}'}": fit_threshold(held_scores, mode, v) for mode, v in MODES}
         pts = score_flows(m, flows).select("capture", "score").collect()
         by: dict[str, list[float]] = {}
@@ -120,9 +172,9 @@ def run(args) -> dict:
                      + ", ".join(f"{k} = {v:.4g}" for k, v in th.items()))
         lines.append(f"{'capture':<20} {'role':<7} {'flows':>6} {'median score':>13} " + " ".join(f"{'> ' + k:>16}" for k in th))
         ys, ss = [], []
-        for cap in sorted(by, key=lambda c: (CAPTURE_ROLES.get(c, "unknown"), c)):
+        for cap in sorted(by, key=lambda c: (roles[c], c)):
             s = np.array(by[cap])
-            role = CAPTURE_ROLES.get(cap, "unknown")
+            role = roles[cap]
             shares = {k: float(np.mean(s > v)) for k, v in th.items()}
             result["captures"].setdefault(cap, {"role": role, "flows": int(s.size)})[name] = {
                 "median": float(np.median(s)), **{f"share_above_{k}": v for k, v in shares.items()}}
@@ -131,11 +183,11 @@ def run(args) -> dict:
                 ys += [role == "attack"] * s.size
                 ss += list(s)
         auc = roc_auc(ys, ss) if ys else float("nan")
-        med = {c: float(np.median(v)) for c, v in by.items() if CAPTURE_ROLES.get(c) in ("attack", "benign")}
+        med = {c: float(np.median(v)) for c, v in by.items() if roles[c] in ROLES}
         ranked = sorted(med, key=med.get, reverse=True)
-        above = sum(1 for c in ranked if CAPTURE_ROLES[c] == "attack"
-                    and all(med[c] > med[b] for b in ranked if CAPTURE_ROLES[b] == "benign"))
-        n_att = sum(1 for c in ranked if CAPTURE_ROLES[c] == "attack")
+        above = sum(1 for c in ranked if roles[c] == "attack"
+                    and all(med[c] > med[b] for b in ranked if roles[b] == "benign"))
+        n_att = sum(1 for c in ranked if roles[c] == "attack")
         lines.append(f"ROC-AUC, attack-capture flows vs benign-capture flows: {auc:.3f}; "
                      f"attack captures whose median beats every benign capture's: {above} of {n_att}")
         result["models"][name] = {"thresholds": th, "roc_auc": auc, "attack_captures_above_all_benign": above,

@@ -109,21 +109,27 @@ class Scaler:
 
     It carries the names of the columns it was fitted on (the 18 by default, more for a variant
     such as `ae-context`), so a saved model says which inputs its weights expect. Models saved
-    before the list was generalised hold exactly the 18 and load unchanged."""
+    before the list was generalised hold exactly the 18 and load unchanged. Scoring does not clip:
+    a flow outside the benign range is exactly what should reconstruct badly."""
 
     minimum: np.ndarray
     maximum: np.ndarray
     columns: tuple[str, ...] = tuple(FEATURE_COLUMNS)
 
     @classmethod
-    def fit(cls, features_df: DataFrame, columns: list[str] | None = None) -> "Scaler":
+    def fit(cls, features_df: DataFrame, columns: list[str] | None = None,
+            fixed: dict[str, tuple[float, float]] | None = None) -> "Scaler":
+        """Min-max of the training rows per column, except where `fixed` gives a column's bounds
+        (the context inputs: their scale must not depend on how busy the training day was)."""
         cols = list(columns or FEATURE_COLUMNS)
-        aggs = [F.min(c).alias("min_" + c) for c in cols] + [F.max(c).alias("max_" + c) for c in cols]
+        fixed = fixed or {}
+        fit = [c for c in cols if c not in fixed]
+        aggs = [F.min(c).alias("min_" + c) for c in fit] + [F.max(c).alias("max_" + c) for c in fit] + [F.count("*").alias("_n")]
         row = features_df.agg(*aggs).first()
-        if row is None or row["min_" + cols[0]] is None:
+        if row is None or not row["_n"]:
             raise ValueError("cannot fit the scaler on zero rows")
-        lo = np.array([row["min_" + c] for c in cols], dtype=np.float64)
-        hi = np.array([row["max_" + c] for c in cols], dtype=np.float64)
+        lo = np.array([fixed[c][0] if c in fixed else row["min_" + c] for c in cols], dtype=np.float64)
+        hi = np.array([fixed[c][1] if c in fixed else row["max_" + c] for c in cols], dtype=np.float64)
         return cls(lo, hi, tuple(cols))
 
     @property
@@ -150,11 +156,10 @@ class Scaler:
 
     @classmethod
     def from_json(cls, d: dict) -> "Scaler":
-        from spot_ae_job.context import CONTEXT_FEATURES  # the only other features this code computes
-
+        """The saved bounds; which feature list a model kind must have is the model's check."""
         names = list(d.get("features") or FEATURES)
-        if names[: len(FEATURES)] != FEATURES or any(n not in CONTEXT_FEATURES for n in names[len(FEATURES):]):
-            raise ValueError(f"model was trained on features {names}, this code computes {FEATURES} (+ {CONTEXT_FEATURES})")
+        if names[: len(FEATURES)] != FEATURES:
+            raise ValueError(f"model was trained on features {names[:len(FEATURES)]}, this code computes {FEATURES}")
         lo, hi = np.array(d["min"], dtype=np.float64), np.array(d["max"], dtype=np.float64)
         if lo.shape != (len(names),) or hi.shape != (len(names),):
             raise ValueError(f"scaler has {lo.size}/{hi.size} bounds for {len(names)} features")

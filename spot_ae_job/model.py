@@ -35,6 +35,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from spot_ae_job import __version__, drift, explain, fsutil, thresholds
+from spot_ae_job.context import CONTEXT_COLUMNS, FIXED_BOUNDS, add_context
 from spot_ae_job.errors import SpotAEError
 from spot_ae_job.features import FEATURE_COLUMNS, FEATURES, N_FEATURES, Scaler, add_features
 from spot_ae_job.schema import SCHEMA_VERSION
@@ -126,7 +127,14 @@ class AEModel:
                 weights = [z[f"arr_{i}"] for i in range(4)]
         finally:
             shutil.rmtree(local.parent, ignore_errors=True)
-        scaler = Scaler.from_json(meta.pop("scaler"))
+        try:
+            scaler = Scaler.from_json(meta.pop("scaler"))
+        except ValueError as e:
+            raise SpotAEError(f"model {meta.get('version')}: {e}") from None
+        kind = meta.get("kind", "ae")
+        if list(scaler.columns) != variant_columns(kind):
+            raise SpotAEError(f"model {meta.get('version')} ({kind}) was trained on inputs {scaler.features}; this code "
+                              f"computes {[c[2:] for c in variant_columns(kind)]} for {kind}: re-train it")
         return cls(weights, scaler, float(meta.pop("threshold")), meta)
 
 
@@ -135,8 +143,6 @@ def variant_columns(variant: str = "ae") -> list[str]:
     if variant not in VARIANTS:
         raise SpotAEError(f"unknown autoencoder variant {variant!r}; known: {', '.join(VARIANTS)}")
     if variant == "ae-context":
-        from spot_ae_job.context import CONTEXT_COLUMNS
-
         return FEATURE_COLUMNS + CONTEXT_COLUMNS
     return list(FEATURE_COLUMNS)
 
@@ -148,11 +154,8 @@ def variant_features(flows: DataFrame, variant: str = "ae") -> DataFrame:
     whole day's flows (attacks included, as scoring sees them) and then trains on the benign ones."""
     variant_columns(variant)
     feats = flows if all(c in flows.columns for c in FEATURE_COLUMNS) else add_features(flows)
-    if variant == "ae-context":
-        from spot_ae_job.context import CONTEXT_COLUMNS, add_context
-
-        if not all(c in feats.columns for c in CONTEXT_COLUMNS):
-            feats = add_context(feats)
+    if variant == "ae-context" and not all(c in feats.columns for c in CONTEXT_COLUMNS):
+        feats = add_context(feats)
     return feats
 
 
@@ -226,7 +229,7 @@ def train_autoencoder(
         raise SpotAEError(f"need at least 10 benign training flows, got {n_all}")
     if n_all > max_rows:
         feats = feats.sample(fraction=max_rows / n_all, seed=seed)
-    scaler = Scaler.fit(feats, cols)
+    scaler = Scaler.fit(feats, cols, fixed=FIXED_BOUNDS)
     workers = workers or max(1, spark.sparkContext.defaultParallelism)
     # Round-robin spread, then a seeded shuffle inside each partition: Keras' validation_split
     # takes the last 20% of each worker's rows, which must be a random 20%, not the latest flows.
@@ -262,10 +265,29 @@ def train_autoencoder(
     model.threshold, thr_meta = thresholds.fit_on_held_out(
         held_scores, threshold_mode, threshold_value, flows_per_day=per_day, fraction=holdout, seed=seed,
     )
+    fraction = thresholds.flagged_fraction(threshold_mode, threshold_value, flows_per_day=per_day)
+    res = thresholds.resolution(n_held, fraction, "held-out benign slice")
+    if not res["resolves"]:
+        benign = feats.distinct().unionByName(variant_features(held_out, variant).select(*cols))
+        n_benign = benign.count()
+        if n_benign <= thresholds.CROSSFIT_MAX_ROWS:
+            progress(f"{n_held} held-out benign flows cannot resolve a {fraction:.2%} rate: fitting the threshold on "
+                     f"out-of-fold scores of all {n_benign} benign flows ({thresholds.CROSSFIT_FOLDS}-fold cross-fitting)")
+            raw = np.asarray(benign.toPandas().to_numpy(dtype=np.float64))
+            oof = crossfit_scores(scaler.transform(raw), epochs=epochs, batch_size=batch_size, seed=seed,
+                                  validation_split=validation_split)
+            q = thresholds.quantiles_of(oof)
+            model.threshold = thresholds.threshold_from_quantiles(q, threshold_mode, threshold_value, flows_per_day=per_day)
+            thr_meta.update(benign_quantiles=q, threshold_fitted_on=(
+                f"out-of-fold scores of all {n_benign} distinct benign training flows ({thresholds.CROSSFIT_FOLDS}-fold "
+                f"cross-fitting: each fold scored by the same network trained in-process on the other folds); "
+                f"the held-out slice ({n_held}) was too small"))
+            res = thresholds.resolution(n_benign, fraction, f"{thresholds.CROSSFIT_FOLDS}-fold cross-fitting")
+    thr_meta["threshold_resolution"] = res
     drift_ref = drift.reference(feats.select(*FEATURE_COLUMNS).toDF(*FEATURES), FEATURES)
     drift_ref.update(drift.reference(held_scores, [drift.SCORE]))
     held_scores.unpersist()
-    medians = explain.benign_medians(feats)
+    medians = explain.benign_medians(feats, cols)
     digest = hashlib.sha256(b"".join(w.tobytes() for w in weights)).hexdigest()[:10]
     now = dt.datetime.now(dt.timezone.utc)
     model.meta = {
@@ -288,6 +310,23 @@ def train_autoencoder(
         "train_seconds": round(time.time() - t0, 1),
         **(extra_meta or {}),
     }
-    progress(f"threshold ({thresholds.describe(threshold_mode, threshold_value)}, fitted on {n_held} held-out benign flows) "
-             f"= {model.threshold:.6f}; model {model.version}")
+    progress(f"threshold ({thresholds.describe(threshold_mode, threshold_value)}) = {model.threshold:.6f}; "
+             f"{thresholds.describe_resolution(res)}; model {model.version}")
     return model
+
+
+def crossfit_scores(x: np.ndarray, *, epochs: int, batch_size: int, seed: int, validation_split: float,
+                    folds: int = thresholds.CROSSFIT_FOLDS) -> np.ndarray:
+    """Out-of-fold reconstruction errors of every (scaled) row: fold k is scored by the same
+    network, trained the same way on the other folds. Only for small training sets (the held-out
+    slice could not resolve the asked rate), so plain in-process Keras is the right tool."""
+    assign = np.random.default_rng(seed).permutation(len(x)) % folds
+    out = np.empty(len(x), dtype=np.float64)
+    for k in range(folds):
+        fit, test = x[assign != k], x[assign == k]
+        if len(test) == 0:
+            continue
+        net = build_network(seed + k, x.shape[1])
+        net.fit(fit, fit, epochs=epochs, batch_size=batch_size, verbose=0, shuffle=True, validation_split=validation_split)
+        out[assign == k] = forward([np.asarray(w, dtype=np.float32) for w in net.get_weights()], test.astype(np.float32))
+    return out

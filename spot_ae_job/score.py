@@ -122,8 +122,11 @@ def score_flows(model, flows: DataFrame, scorer: str | None = None, columns: lis
         raise SpotAEError(f"unknown scorer {scorer!r} (SPOT_AE_SCORER): one of {', '.join(SCORERS)}")
     cols = model.feature_columns
     keep = [c for c in (flows.columns if columns is None else columns) if c not in cols and c != SCORE]
-    if cols != FEATURE_COLUMNS:
-        return score_features(model, model.features(flows)).select(*keep, SCORE)
+    if cols != FEATURE_COLUMNS:  # host context is kept beside the score: explanations and analysts read it
+        ctx = [c for c in cols if c not in FEATURE_COLUMNS]
+        feats = model.features(flows)
+        return score_features(model, feats.withColumns({"_in_" + c: F.col(c) for c in ctx})) \
+            .withColumnsRenamed({"_in_" + c: c for c in ctx}).select(*keep, *ctx, SCORE)
     missing = [c for c in FEATURE_INPUTS if c not in flows.columns]
     if missing:
         raise ValueError(f"missing columns for scoring: {missing}")

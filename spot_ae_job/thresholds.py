@@ -19,6 +19,8 @@ change at scoring time without re-training (`threshold_from_quantiles`).
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
@@ -133,3 +135,80 @@ def fit_on_held_out(scores: DataFrame, mode: str = P95, value: float | None = No
 
 def describe(mode: str, value: float | None = None) -> str:
     return {P95: "p95 (the paper's rule)", BENIGN_FPR: f"benign-fpr {value}", ALERTS_PER_DAY: f"alerts-per-day {value}"}.get(mode, mode)
+
+
+# ------------------------------------------------------------------------------ resolution
+
+MIN_EXCEEDANCES = 10  # benign flows expected above a threshold before it can state its own rate
+CROSSFIT_FOLDS = 5
+CROSSFIT_MAX_ROWS = 20_000  # cross-fitting trains FOLDS in-process networks: only where data is small
+
+
+def _log_binom_sf(n: int, a: int, x: float, logfact: np.ndarray) -> float:
+    """log P(Binomial(n, x) >= a), summed exactly in log space."""
+    if a <= 0:
+        return 0.0
+    if x <= 0.0:
+        return -np.inf
+    if x >= 1.0:
+        return 0.0
+    i = np.arange(a, n + 1)
+    terms = logfact[n] - logfact[i] - logfact[n - i] + i * np.log(x) + (n - i) * np.log1p(-x)
+    m = terms.max()
+    return float(m + np.log(np.exp(terms - m).sum()))
+
+
+def beta_quantile(a: int, b: int, q: float) -> float:
+    """The q-quantile of Beta(a, b) for integer a, b >= 1, by bisection on its exact CDF
+    (P(Beta(a, b) <= x) = P(Binomial(a + b - 1, x) >= a)); no SciPy needed."""
+    n = a + b - 1
+    logfact = np.concatenate([[0.0], np.cumsum(np.log(np.arange(1, n + 1, dtype=np.float64)))])
+    lo, hi = 0.0, 1.0
+    for _ in range(60):
+        mid = (lo + hi) / 2
+        if np.exp(_log_binom_sf(n, a, mid, logfact)) < q:
+            lo = mid
+        else:
+            hi = mid
+    return (lo + hi) / 2
+
+
+def fpr_interval(n: int, above: int, level: float = 0.95) -> tuple[float, float]:
+    """The benign false-positive rate a threshold really promises when `above` of `n` benign
+    scores it never trained on lie above it: that threshold is the (n - above)-th order statistic,
+    whose exceedance probability is Beta(above + 1, n - above) distributed whatever the score
+    distribution; this is that Beta's central `level` interval."""
+    if n <= 0:
+        return (0.0, 1.0)
+    above = int(min(max(above, 0), n - 1))
+    tail = (1 - level) / 2
+    return beta_quantile(above + 1, n - above, tail), beta_quantile(above + 1, n - above, 1 - tail)
+
+
+def resolution(n: int, fraction: float, method: str) -> dict:
+    """What a threshold fitted on `n` benign scores for a flagged `fraction` can promise (model.json,
+    run.json, the CLI and the OA model panel show it)."""
+    above = int(math.floor(n * fraction))
+    lo, hi = fpr_interval(n, above)
+    return {"method": method, "benign_flows": int(n), "target_fpr": float(fraction), "benign_above": above,
+            "fpr_interval_95": [round(lo, 6), round(hi, 6)], "resolves": n * fraction >= MIN_EXCEEDANCES}
+
+
+def describe_resolution(r: dict | None) -> str:
+    if not r:
+        return ""
+    lo, hi = r["fpr_interval_95"]
+    warn = "" if r["resolves"] else (f"; too few benign flows to resolve a {r['target_fpr']:.2%} rate "
+                                     f"(fewer than {MIN_EXCEEDANCES} expected above it)")
+    return (f"{r['method']}, {r['benign_flows']} benign flows: true benign FPR in [{lo:.2%}, {hi:.2%}] "
+            f"with 95% confidence{warn}")
+
+
+def quantiles_of(scores: np.ndarray) -> dict:
+    """Exact quantiles of in-memory benign scores on `quantile_grid()` (same shape as benign_quantiles)."""
+    s = np.asarray(scores, dtype=np.float64)
+    s = s[np.isfinite(s)]
+    if s.size == 0:
+        raise SpotAEError("cannot fit a threshold on zero benign scores")
+    levels = quantile_grid()
+    return {"levels": levels, "values": [float(v) for v in np.quantile(s, levels)], "n": int(s.size)}

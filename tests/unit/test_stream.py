@@ -23,7 +23,8 @@ from spot_ae_job.features import FEATURE_COLUMNS, N_FEATURES, Scaler, add_featur
 from spot_ae_job.ingest.nfdump import Decoded, decode_file
 from spot_ae_job.ingest.store import open_store
 from spot_ae_job.ingest.watcher import commit_decoded
-from spot_ae_job.mlops import models_location, read_day, validate_rows, write_results
+from spot_ae_job.layout import Day, Layout
+from spot_ae_job.mlops import RunOptions, read_day, validate_rows, write_results
 from spot_ae_job.model import HIDDEN, AEModel
 from spot_ae_job.oa.results import Results
 from spot_ae_job.oa.storage import open_storage
@@ -65,7 +66,7 @@ def make_model(spark, huser: str, seed: int, name: str) -> AEModel:
     scaler = Scaler.fit(add_features(flows).select(*FEATURE_COLUMNS))
     model = AEModel(weights, scaler, float("nan"), {"version": name, "kind": "ae"})
     model.threshold = float(score_flows(model, flows).approxQuantile("score", [0.9], 0.0)[0])
-    model.save(spark, models_location(huser))
+    model.save(spark, Layout(huser).models)
     return model
 
 
@@ -153,8 +154,9 @@ def test_a_rerun_of_the_same_batch_id_replaces_its_output(spark, tmp_path, sampl
     os.rename(success, success + ".hidden")
     assert len(Results(open_storage(huser)).table(DAY)) == 0
     os.rename(success + ".hidden", success)
-    good, rejects = validate_rows(read_day(spark, huser, DAY))
-    run = write_results(spark, model.score(good), rejects, model, DAY, huser, progress=lambda _: None)
+    good, rejects = validate_rows(read_day(spark, Layout(huser), Day.parse(DAY)))
+    run = write_results(spark, model.score(good), rejects, model, Day.parse(DAY), Layout(huser), RunOptions(),
+                        progress=lambda _: None)
     results = Results(open_storage(huser))
     assert len(results.table(DAY)) == run.suspicious
     assert results.days()[0]["streamed"] is True and results.days()[0]["suspicious"] == run.suspicious
@@ -242,3 +244,36 @@ def test_killed_mid_stream_the_restart_from_the_hdfs_checkpoint_scores_every_flo
     root = f"{stream_location(DAY, huser)}/suspicious"
     assert fsutil.list_dirs(spark, root) == _committed_batches(spark, huser)
     assert fsutil.exists(spark, f"{huser}/flow/stream_checkpoint/offsets")  # the checkpoint is on HDFS
+
+
+def make_context_model(spark, huser: str, seed: int, name: str) -> AEModel:
+    """A small real ae-context model (random weights, the fixed context scale), saved as LATEST."""
+    from spot_ae_job.context import CONTEXT_COLUMNS, FIXED_BOUNDS, add_context
+
+    n = N_FEATURES + len(CONTEXT_COLUMNS)
+    rng = np.random.default_rng(seed)
+    weights = [rng.normal(0, 0.5, (n, HIDDEN)).astype(np.float32), np.zeros(HIDDEN, np.float32),
+               rng.normal(0, 0.5, (HIDDEN, n)).astype(np.float32), np.zeros(n, np.float32)]
+    flows = spark.read.parquet(flow_table_location(huser))
+    cols = FEATURE_COLUMNS + CONTEXT_COLUMNS
+    scaler = Scaler.fit(add_features(add_context(flows)).select(*cols), cols, fixed=FIXED_BOUNDS)
+    model = AEModel(weights, scaler, 0.0, {"version": name, "kind": "ae-context"})
+    model.threshold = float(score_flows(model, flows).approxQuantile("score", [0.9], 0.0)[0])
+    model.save(spark, Layout(huser).models)
+    return model
+
+
+def test_a_context_model_streams_the_scores_a_batch_run_of_the_day_gives(spark, tmp_path, sample):
+    """Micro-batches of one file each, in time order: every flow's host context, and so its
+    score, equals what scoring the whole day at once gives it."""
+    huser = f"file://{tmp_path}/spot"
+    ordered = sample.flows.sort_by("unix_tstamp")
+    land(open_store(huser), Decoded("t", ordered, sample.rejects.slice(0, 0), ordered.num_rows), 4, "nf-t")
+    model = make_context_model(spark, huser, 5, "ctx-v1")
+    q = start(spark, StreamOptions(huser, max_files_per_trigger=1, available_now=True), say=lambda _: None)
+    q.awaitTermination()
+    good, _ = validate_rows(read_day(spark, Layout(huser), Day.parse(DAY)))
+    batch = {tuple(r[:-1]): r[-1] for r in score_flows(model, good).select(*KEY, "score").collect()}
+    streamed_scores = {tuple(r[:-1]): r[-1] for r in streamed(spark, huser, DAY).select(*KEY, "score").collect()}
+    assert len(streamed_scores) == len(batch) > 1000
+    assert all(streamed_scores[k] == pytest.approx(v, rel=1e-6) for k, v in batch.items())

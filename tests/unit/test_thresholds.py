@@ -11,7 +11,7 @@ import pytest
 
 from spot_ae_job.errors import SpotAEError
 from spot_ae_job.thresholds import (
-    MODES, fit_threshold, quantile_grid, quantile_level, threshold_from_quantiles,
+    MODES, fit_threshold, fpr_interval, quantile_grid, quantile_level, resolution, threshold_from_quantiles,
 )
 
 SCORES = np.random.default_rng(0).permutation(np.arange(1.0, 22.0))  # 1..21, order must not matter
@@ -86,3 +86,28 @@ def test_stored_quantiles_refit_any_mode_without_the_scores():
     assert threshold_from_quantiles(stored, "benign-fpr", 0.003, higher_is_suspicious=False) == pytest.approx(0.003)
     with pytest.raises(SpotAEError, match="stored benign quantiles"):
         threshold_from_quantiles(stored, "benign-fpr", 1e-8)
+
+
+# ---- what a threshold promises: the benign FPR interval from order statistics
+
+@pytest.mark.parametrize("n", [1, 19, 200])
+def test_a_threshold_above_every_benign_score_promises_what_the_smallest_beta_says(n):
+    # no benign score above it: its exceedance probability is Beta(1, n), whose CDF is 1 - (1 - x)^n
+    lo, hi = fpr_interval(n, 0)
+    assert lo == pytest.approx(1 - 0.975 ** (1 / n), rel=1e-6) and hi == pytest.approx(1 - 0.025 ** (1 / n), rel=1e-6)
+
+
+@pytest.mark.parametrize("n", [2, 35])
+def test_a_threshold_below_all_but_one_benign_score_promises_what_the_largest_beta_says(n):
+    # n-1 benign scores above it: Beta(n, 1), whose CDF is x^n
+    lo, hi = fpr_interval(n, n - 1)
+    assert lo == pytest.approx(0.025 ** (1 / n), rel=1e-6) and hi == pytest.approx(0.975 ** (1 / n), rel=1e-6)
+
+
+def test_the_demos_old_threshold_could_not_resolve_five_percent():
+    # 35 held-out flows, p95: the 2nd largest of 35 values; its true FPR anywhere from 0.7% to 15%
+    r = resolution(35, 0.05, "held-out benign slice")
+    assert r["benign_above"] == 1 and not r["resolves"]
+    assert r["fpr_interval_95"][0] < 0.01 and r["fpr_interval_95"][1] > 0.14
+    big = resolution(100_000, 0.05, "held-out benign slice")
+    assert big["resolves"] and big["fpr_interval_95"][0] > 0.048 and big["fpr_interval_95"][1] < 0.052
