@@ -126,7 +126,7 @@ def decode_text(text: bytes, source: str) -> Decoded:
     body = text.lstrip()
     if not body:
         raise ZeekFileError(f"{source}: empty file (Zeek always writes a header or a JSON line)")
-    if body.startswith(b"#"):
+    if body.startswith(b"#separator "):  # how every Zeek TSV log begins
         raw, malformed = _read_tsv(text, source)
     elif body.startswith(b"{"):
         raw, malformed = _read_json(text, source)
