@@ -354,7 +354,7 @@ def convert(raw: pa.Table, source: str) -> tuple[pa.Table, pa.Table]:
     named = pc.index_in(zproto, pa.array(list(_ZEEK_PROTO)))  # null for unknown_transport and the like
     guessed = pc.if_else(pc.and_(icmp, sip_v6), 58, pa.array(list(_ZEEK_PROTO.values()), pa.int64()).take(named))
     number = pc.if_else(has_ip_proto, ip_proto, guessed)
-    checks.append((pc.greater(number, 255), "ip_proto out of range (> 255)"))
+    checks.append((pc.fill_null(pc.greater(number, 255), False), "ip_proto out of range (> 255)"))  # (a null check rejects)
     checks.append((pc.is_null(number), "protocol not recorded (proto is not tcp/udp/icmp and there is no ip_proto)"))
     for zp, allowed in _IP_PROTO_OF.items():
         clash = pc.and_(pc.and_(pc.equal(zproto, zp), has_ip_proto), pc.invert(pc.is_in(ip_proto, pa.array(sorted(allowed)))))
