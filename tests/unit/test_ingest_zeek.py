@@ -283,7 +283,7 @@ def table_rows(root: Path) -> pa.Table:
     return pa.concat_tables([pq.read_table(f) for f in files]) if files else pa.table({})
 
 
-def test_the_watcher_lands_rotated_zeek_logs_once_and_leaves_the_live_one(data_dir, tmp_path):
+def test_the_watcher_lands_rotated_zeek_logs_once_beside_nfcapd_files_and_leaves_the_live_log(data_dir, tmp_path):
     from spot_ae_job.ingest.watcher import StoreConfig, Watcher
 
     rita = data_dir / "zeek" / "activecm__rita" / "test_data" / "missing_host" / "2024-04-19" / \
@@ -296,12 +296,16 @@ def test_the_watcher_lands_rotated_zeek_logs_once_and_leaves_the_live_one(data_d
     shutil.copy(kishpud, zdir / "conn.2025-08-04-11-29-16.log")  # zeek's own rotation name
     shutil.copy(kishpud, zdir / "conn.log")  # live: Zeek is still writing it
     (zdir / "conn.junk.log").write_bytes(b"\x00garbage")
+    (spool / "nfcapd").mkdir(parents=True)
+    shutil.copy(data_dir / "nfcapd" / "nfcapd.sample", spool / "nfcapd" / "nfcapd.202301251835")
+    nf_flows = N.decode_file(data_dir / "nfcapd" / "nfcapd.sample").flows.num_rows
     w = Watcher(StoreConfig("file://" + str(root)), spool, workers=1, poll=0.1, zeek_dir=zdir, settle=0)
     stats = w.run(until_idle=True)
 
     expect = (len(data_lines(rita)) - 1) + (len(data_lines(kishpud)) - 1)  # each has one reject (tests above)
-    assert stats["ingested"] == 2 and stats["quarantined"] == 1 and stats["flows"] == expect
-    assert table_rows(root).num_rows == expect
+    assert stats["ingested"] == 3 and stats["quarantined"] == 1 and stats["flows"] == expect + nf_flows
+    assert table_rows(root).num_rows == expect + nf_flows
+    assert (spool / "done" / "nfcapd.202301251835").is_file()
     assert len(list((root / "flow" / "quarantine" / "zeek").glob("zeek-*.parquet"))) == 2
     assert len(list((root / "flow" / "ingest_state").glob("zeek-*.json"))) == 2
     assert (spool / "done" / "zeek" / "2024-04-19" / rita.name).is_file()
@@ -313,7 +317,7 @@ def test_the_watcher_lands_rotated_zeek_logs_once_and_leaves_the_live_one(data_d
     stats = Watcher(StoreConfig("file://" + str(root)), spool, workers=1, poll=0.1, zeek_dir=zdir, settle=0) \
         .run(until_idle=True)
     assert stats["already-ingested"] == 1 and stats["ingested"] == 0
-    assert table_rows(root).num_rows == expect
+    assert table_rows(root).num_rows == expect + nf_flows
 
 
 def test_a_zeek_log_still_being_written_waits_for_the_settle_time(tmp_path):
@@ -325,6 +329,22 @@ def test_a_zeek_log_still_being_written_waits_for_the_settle_time(tmp_path):
     old = time.time() - 120
     os.utime(w.zeek_dir / "conn.2025-01-01-00-00-00.log", (old, old))
     assert [p.name for p in w.closed_zeek_files()] == ["conn.2025-01-01-00-00-00.log"]
+
+
+def test_pruning_done_reaches_the_zeek_logs_in_their_folders(tmp_path):
+    from spot_ae_job.ingest.watcher import StoreConfig, Watcher
+
+    w = Watcher(StoreConfig("file://" + str(tmp_path / "spot")), tmp_path / "spool", workers=1, keep_done_hours=1)
+    old_log = w.done_dir / "zeek" / "2024-04-19" / "conn.00:00:00-01:00:00.log.gz"
+    new_log = w.done_dir / "zeek" / "2024-04-20" / "conn.00:00:00-01:00:00.log.gz"
+    for p in (old_log, new_log):
+        p.parent.mkdir(parents=True)
+        p.write_bytes(b"x")
+    old = time.time() - 2 * 3600
+    os.utime(old_log, (old, old))
+    os.utime(old_log.parent, (old, old))
+    w.prune_done()
+    assert not old_log.exists() and new_log.exists()
 
 
 def test_ingest_zeek_command_reports_every_file_and_quarantines_a_copy_of_a_bad_one(data_dir, tmp_path, capsys):
