@@ -219,7 +219,9 @@ def _tsv_block(data: bytes, meta: dict[str, str], sep: str, source: str, malform
         table = pacsv.read_csv(io.BytesIO(data), parse_options=pacsv.ParseOptions(**parse), **opts)
     except pa.ArrowInvalid as e:
         if "UTF8" in str(e) or "UTF-8" in str(e):
-            raise ZeekFileError(f"{source}: not UTF-8 text (Zeek escapes every byte it cannot print)") from None
+            # Zeek escapes every byte it cannot print, so this is damage: such a byte reads as U+FFFD,
+            # and its row is a reject if the field must parse (an address, a number)
+            data = data.decode("utf-8", "replace").encode()
         table = pacsv.read_csv(io.BytesIO(data), parse_options=pacsv.ParseOptions(**parse, invalid_row_handler=keep),
                                **opts)
     malformed += bad
@@ -245,8 +247,8 @@ def _read_json(text: bytes, source: str) -> tuple[pa.Table, list[tuple[str, str]
         if not line:
             continue
         try:
-            rec = json.loads(line)
-        except (ValueError, UnicodeDecodeError):
+            rec = json.loads(line.decode("utf-8", "replace"))  # (a damaged byte: U+FFFD, judged by its field)
+        except ValueError:
             rec = None
         if not isinstance(rec, dict):
             malformed.append((line.decode("utf-8", "replace"), "not a JSON object"))

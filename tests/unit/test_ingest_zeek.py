@@ -225,6 +225,13 @@ def test_rows_that_cannot_be_trusted_are_rejects_with_a_reason(row, reason):
     assert json.loads(dec.rejects["raw"][0].as_py())["history"] == row.split("\t")[14]
 
 
+def test_a_damaged_byte_rejects_its_row_not_the_file():
+    damaged = zeek_row().encode().replace(b"10.0.0.1", b"10.0.\xff.1", 1)
+    dec = Z.decode_text(HEADER.encode() + zeek_row().encode() + b"\n" + damaged + b"\n", "conn.x.log")
+    assert dec.flows.num_rows == 1
+    assert dec.rejects["reject_reason"].to_pylist() == ["unparsable id.orig_h"]
+
+
 def test_unset_duration_is_zero_and_unset_history_sets_no_flag():
     r = decode(zeek_row(duration="-", history="-", state="S0")).flows.to_pylist()[0]
     assert (r["tdur"], r["flag"]) == (0.0, "........")
