@@ -56,6 +56,7 @@ OPTIONAL = {"duration": "interval", "history": "string", "conn_state": "string",
 ZEEK_FIELDS = [*REQUIRED, *OPTIONAL]
 
 _NUMBER = r"^-?[0-9]+(\.[0-9]*)?([eE][-+]?[0-9]+)?$"  # Zeek's %.6f, or a JSON number as Python prints it
+_ISO_TIME = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?Z$"  # JSON logs with JSON::TS_ISO8601
 _YEAR_10000 = 253402300800  # epoch seconds; the flow table's text time has four year digits
 _MIN_SECS = 946684800  # 2000-01-01 UTC
 _MIN_IP_HEADER = 20  # no IP packet is shorter (IPv4 without options; IPv6 is 40)
@@ -191,9 +192,9 @@ def _check_header(meta: dict[str, str], sep: str, source: str) -> tuple[list[str
     missing = [f for f in REQUIRED if f not in names]
     if missing:
         raise ZeekFileError(f"{source}: #fields lacks {missing}: not a conn.log with packet and byte counts")
-    wrong = {f: types[f] for f, t in {**REQUIRED, **OPTIONAL}.items() if f in types and types[f] != t}
+    wrong = [f"{f} is {types[f]}, not {t}" for f, t in {**REQUIRED, **OPTIONAL}.items() if types.get(f, t) != t]
     if wrong:
-        raise ZeekFileError(f"{source}: #types {wrong} differ from conn.log's ({ {f: t for f, t in {**REQUIRED, **OPTIONAL}.items() if f in wrong} })")
+        raise ZeekFileError(f"{source}: #types differ from conn.log's: {'; '.join(wrong)}")
     return names, types
 
 
@@ -279,6 +280,17 @@ def _number(col: pa.Array, name: str, checks: list, default: str | None = None) 
     return pc.cast(pc.if_else(ok, col, "0"), pa.float64())
 
 
+def _epoch(col: pa.Array, checks: list) -> pa.Array:
+    """`ts` as float epoch seconds: Zeek's number, or the ISO 8601 UTC text of JSON::TS_ISO8601."""
+    text = pc.fill_null(col, "")
+    iso = pc.match_substring_regex(text, _ISO_TIME)
+    if not pc.any(iso).as_py():
+        return _number(col, "ts", checks)
+    micros = pc.cast(pc.cast(pc.if_else(iso, text, "1970-01-01T00:00:00Z"), pa.timestamp("us", tz="UTC")), pa.int64())
+    number = _number(pc.if_else(iso, "0", col), "ts", checks)
+    return pc.if_else(iso, pc.divide(pc.cast(micros, pa.float64()), 1e6), number)
+
+
 def _count(col: pa.Array, name: str, checks: list, required: bool = True) -> pa.Array:
     """An int64 column from Zeek's `count`/`port` text (1-18 digits)."""
     if required:
@@ -333,7 +345,7 @@ def convert(raw: pa.Table, source: str) -> tuple[pa.Table, pa.Table]:
     c = {f: raw[f].combine_chunks() if raw.num_rows else pa.array([], pa.string()) for f in ZEEK_FIELDS}
     n = raw.num_rows
     checks: list[tuple[pa.Array, str]] = []
-    ts = _number(c["ts"], "ts", checks)
+    ts = _epoch(c["ts"], checks)
     secs = pc.cast(pc.floor(ts), pa.int64())
     checks.append((pc.less(secs, _MIN_SECS), f"timestamp before {MIN_YEAR}"))
     checks.append((pc.greater_equal(secs, _YEAR_10000), "timestamp after 9999"))

@@ -256,6 +256,14 @@ def test_a_json_line_that_does_not_parse_is_a_reject_and_other_logs_records_too(
     assert dec.rejects["reject_reason"].to_pylist() == ["not a JSON object", "a dns record, not conn"]
 
 
+def test_json_logs_with_iso_8601_times_read_the_same_second():
+    rec = {"ts": "2019-12-03T22:44:56.052279Z", "id.orig_h": "10.18.20.97", "id.orig_p": 49187,
+           "id.resp_h": "10.18.20.8", "id.resp_p": 88, "proto": "udp", "orig_pkts": 1, "orig_ip_bytes": 60,
+           "resp_pkts": 1, "resp_ip_bytes": 80}
+    r = Z.decode_text((json.dumps(rec) + "\n").encode(), "conn.iso.log").flows.to_pylist()[0]
+    assert (r["treceived"], r["unix_tstamp"]) == ("2019-12-03 22:44:56", 1575413096)
+
+
 def test_gzip_and_plain_text_of_one_log_are_one_source(data_dir, tmp_path):
     path = data_dir / "zeek" / "brimdata__zed" / "conn.log"
     gz = tmp_path / "conn.x.log.gz"
