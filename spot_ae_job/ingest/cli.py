@@ -150,7 +150,7 @@ def cmd_watch(args) -> int:
 def cmd_files(args, kind: str = "nfcapd") -> int:
     from spot_ae_job.ingest.watcher import ingest_paths
 
-    files = _expand(args.paths, {"nfcapd": "nfcapd*", "zeek": "conn*"}.get(kind))
+    files = _expand(args.paths, {"nfcapd": "nfcapd*", "zeek": "conn.*"}.get(kind))
     return _report(ingest_paths(_cfg(args), files, Path(args.quarantine), workers=args.workers, kind=kind))
 
 

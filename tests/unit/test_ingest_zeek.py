@@ -256,6 +256,17 @@ def test_a_json_line_that_does_not_parse_is_a_reject_and_other_logs_records_too(
     assert dec.rejects["reject_reason"].to_pylist() == ["not a JSON object", "a dns record, not conn"]
 
 
+def test_arrows_json_reader_and_the_line_by_line_one_give_the_same_rows(data_dir):
+    json_logs = [p for p in real_logs(data_dir) if Z.read_text(p).startswith(b"{")]
+    assert len(json_logs) == (data_dir / "zeek" / "SOURCES.md").read_text().count("| JSON lines")
+    for path in json_logs:
+        text = Z.read_text(path)
+        fast = Z._read_json_fast(text)
+        slow, malformed = Z.read_json_lines(text, path.name)
+        assert fast is not None and not malformed, path
+        assert Z.convert(fast, path.name)[0].equals(Z.convert(slow, path.name)[0]), path
+
+
 def test_json_logs_with_iso_8601_times_read_the_same_second():
     rec = {"ts": "2019-12-03T22:44:56.052279Z", "id.orig_h": "10.18.20.97", "id.orig_p": 49187,
            "id.resp_h": "10.18.20.8", "id.resp_p": 88, "proto": "udp", "orig_pkts": 1, "orig_ip_bytes": 60,
