@@ -61,6 +61,7 @@ _ISO_TIME = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?Z
 _YEAR_10000 = 253402300800  # epoch seconds; the flow table's text time has four year digits
 _MIN_SECS = 946684800  # 2000-01-01 UTC
 _MIN_IP_HEADER = 20  # no IP packet is shorter (IPv4 without options; IPv6 is 40)
+_MAX_DURATION = 1e9  # seconds (31 years): longer is a broken clock, and float32 would hold infinity
 
 # history letters (upper case: originator, lower case: responder) -> nfdump's flag bits
 # (C E U A P R S F = 128 .. 1). Zeek records a letter once per direction for: s a SYN without
@@ -374,12 +375,13 @@ def convert(raw: pa.Table, source: str) -> tuple[pa.Table, pa.Table]:
     n = raw.num_rows
     checks: list[tuple[pa.Array, str]] = []
     ts = _epoch(c["ts"], checks)
-    secs = pc.cast(pc.floor(ts), pa.int64())
-    checks.append((pc.less(secs, _MIN_SECS), f"timestamp before {MIN_YEAR}"))
-    checks.append((pc.greater_equal(secs, _YEAR_10000), "timestamp after 9999"))
-    secs = pc.if_else(pc.and_(pc.greater_equal(secs, 0), pc.less(secs, _YEAR_10000)), secs, 0)
+    checks.append((pc.less(ts, _MIN_SECS), f"timestamp before {MIN_YEAR}"))
+    checks.append((pc.greater_equal(ts, _YEAR_10000), "timestamp after 9999"))
+    in_range = pc.and_(pc.greater_equal(ts, 0), pc.less(ts, _YEAR_10000))  # (the rest are rejects: any value casts)
+    secs = pc.cast(pc.floor(pc.if_else(in_range, ts, 0.0)), pa.int64())
     dur = _number(c["duration"], "duration", checks, default="0")
     checks.append((pc.less(dur, 0), "negative duration"))
+    checks.append((pc.greater_equal(dur, _MAX_DURATION), f"duration of {_MAX_DURATION:.0e} s or more"))
 
     sip, sip_v6 = _addresses(c["id.orig_h"], "id.orig_h", checks)
     dip, dip_v6 = _addresses(c["id.resp_h"], "id.resp_h", checks)
@@ -421,7 +423,8 @@ def convert(raw: pa.Table, source: str) -> tuple[pa.Table, pa.Table]:
     for side in ("orig", "resp"):
         pkts, ipb = counts[f"{side}_pkts"], counts[f"{side}_ip_bytes"]
         checks.append((pc.and_(pc.equal(pkts, 0), pc.greater(ipb, 0)), f"{side}_ip_bytes without {side}_pkts"))
-        checks.append((pc.less(ipb, pc.multiply(pkts, _MIN_IP_HEADER)),
+        checks.append((pc.less(pc.cast(ipb, pa.float64(), safe=False),
+                                pc.multiply(pc.cast(pkts, pa.float64(), safe=False), float(_MIN_IP_HEADER))),
                        f"{side}_ip_bytes below {_MIN_IP_HEADER} bytes per packet"))
     checks.append((pc.and_(pc.equal(counts["orig_pkts"], 0), pc.equal(counts["resp_pkts"], 0)),
                    "no packets either way"))
