@@ -126,6 +126,13 @@ def decode_file(path: str | os.PathLike) -> Decoded:
 
 
 def decode_text(text: bytes, source: str) -> Decoded:
+    try:
+        return _decode_text(text, source)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as e:  # damage no row rule foresaw: keep the file
+        raise ZeekFileError(f"{source}: unreadable ({str(e).splitlines()[0][:200]})") from None
+
+
+def _decode_text(text: bytes, source: str) -> Decoded:
     body = text.lstrip()
     if not body:
         raise ZeekFileError(f"{source}: empty file (Zeek always writes a header or a JSON line)")
@@ -220,8 +227,10 @@ def _tsv_block(data: bytes, meta: dict[str, str], sep: str, source: str, malform
     parse = dict(delimiter=sep, quote_char=False, escape_char=False, double_quote=False)
     try:  # a row handler slows Arrow's parser even when never called: only when a line does not split
         table = pacsv.read_csv(io.BytesIO(data), parse_options=pacsv.ParseOptions(**parse), **opts)
-    except pa.ArrowInvalid as e:
-        if "UTF8" in str(e) or "UTF-8" in str(e):
+    except pa.ArrowInvalid:
+        try:
+            data.decode("utf-8")
+        except UnicodeDecodeError:
             # Zeek escapes every byte it cannot print, so this is damage: such a byte reads as U+FFFD,
             # and its row is a reject if the field must parse (an address, a number)
             data = data.decode("utf-8", "replace").encode()
@@ -253,6 +262,9 @@ def _read_json_fast(text: bytes) -> pa.Table | None:
         t = pajson.read_json(io.BytesIO(text), read_options=pajson.ReadOptions(use_threads=False, block_size=16 << 20),
                              parse_options=pajson.ParseOptions(explicit_schema=schema,
                                                                unexpected_field_behavior="ignore"))
+        for f in t.column_names:  # Arrow's JSON reader does not check UTF-8 (a damaged byte): the line reader does
+            if t.schema.field(f).type == pa.string():
+                t[f].validate(full=True)
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
         return None
     if t.num_rows != sum(1 for ln in text.splitlines() if ln.strip()) or t.num_rows == 0 \
@@ -341,7 +353,7 @@ def _addresses(col: pa.Array, name: str, checks: list) -> tuple[pa.Array, pa.Arr
                 text.append(socket.inet_ntop(fam, socket.inet_pton(fam, a)))
                 v6.append(fam == socket.AF_INET6)
                 break
-            except OSError:
+            except (OSError, ValueError):  # (ValueError: a NUL byte)
                 continue
         else:
             text.append(None)
