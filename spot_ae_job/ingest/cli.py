@@ -42,7 +42,7 @@ def _parser() -> argparse.ArgumentParser:
                                  formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n", 1)[1])
     sub = ap.add_subparsers(dest="cmd", required=True)
 
-    p = sub.add_parser("watch", help="run the collector and land each closed nfcapd file (and rotated Zeek conn log) on HDFS")
+    p = sub.add_parser("watch", help="run the collector; land each closed nfcapd file and rotated Zeek conn log on HDFS")
     _store_args(p)
     p.add_argument("--listen", default="0.0.0.0:2055", help="UDP HOST:PORT for NetFlow/IPFIX (default 0.0.0.0:2055)")
     p.add_argument("--interval", type=int, default=60, help="seconds per nfcapd file (default 60)")

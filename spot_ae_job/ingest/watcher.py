@@ -378,7 +378,8 @@ class Watcher:
         if not files:
             return 0
         settled = 0
-        for path, res in itertools.chain(pipeline.run(nfcapd, self.bidirectional), pipeline.run(zeek_logs, kind="zeek")):
+        both = itertools.chain(pipeline.run(nfcapd, self.bidirectional), pipeline.run(zeek_logs, kind="zeek"))
+        for path, res in both:
             if isinstance(res, Exception):  # HDFS down beyond retries: keep the file
                 self.stats["retry-later"] += 1
                 log.warning("HDFS not taking %s now (%s); it stays in %s and is retried", path.name, res, self.incoming)

@@ -410,10 +410,12 @@ def convert(raw: pa.Table, source: str) -> tuple[pa.Table, pa.Table]:
     named = pc.index_in(zproto, pa.array(list(_ZEEK_PROTO)))  # null for unknown_transport and the like
     guessed = pc.if_else(pc.and_(icmp, sip_v6), 58, pa.array(list(_ZEEK_PROTO.values()), pa.int64()).take(named))
     number = pc.if_else(has_ip_proto, ip_proto, guessed)
-    checks.append((pc.fill_null(pc.greater(number, 255), False), "ip_proto out of range (> 255)"))  # (a null check rejects)
+    # (a null in a check rejects the row: the next check is the one for an unknown protocol)
+    checks.append((pc.fill_null(pc.greater(number, 255), False), "ip_proto out of range (> 255)"))
     checks.append((pc.is_null(number), "protocol not recorded (proto is not tcp/udp/icmp and there is no ip_proto)"))
     for zp, allowed in _IP_PROTO_OF.items():
-        clash = pc.and_(pc.and_(pc.equal(zproto, zp), has_ip_proto), pc.invert(pc.is_in(ip_proto, pa.array(sorted(allowed)))))
+        other = pc.invert(pc.is_in(ip_proto, pa.array(sorted(allowed), pa.int64())))
+        clash = pc.and_(pc.and_(pc.equal(zproto, zp), has_ip_proto), other)
         checks.append((clash, f"proto {zp} but ip_proto another protocol"))
     number = pc.fill_null(pc.if_else(pc.greater(number, 255), 0, number), 0)
     proto = pc.utf8_trim_whitespace(PROTO_CSV_TEXT.take(number))
