@@ -409,8 +409,9 @@ class Watcher:
 
 def ingest_paths(cfg: StoreConfig, paths: list[Path], quarantine_dir: Path, workers: int | None = None,
                  bidirectional: bool = False, kind: str = "nfcapd") -> list[Result]:
-    """Offline: nfcapd files (or pcaps, nfdump CSVs: `kind`) through the same path; bad ones are COPIED to quarantine
-    (they are the user's files), HDFS failures raise after the bounded retries."""
+    """Offline: nfcapd files (or pcaps, nfdump CSVs, Zeek logs: `kind`) through the same path; bad
+    ones are COPIED to quarantine (they are the user's files), HDFS failures raise after the
+    bounded retries."""
     results = {}
     with Pipeline(cfg, workers) as pipeline:
         for path, res in pipeline.run(paths, bidirectional, kind):
