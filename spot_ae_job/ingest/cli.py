@@ -4,6 +4,7 @@
   files        nfcapd files or directories of them, through the same path
   pcap         pcap files via nfpcapd, through the same path (bidirectional records)
   csv          saved `nfdump -o csv` files; CIC-IDS2018 CSVs are handed to `spot-ae load-csv`
+  zeek         Zeek conn logs (TSV or JSON lines, plain or gzip) or directories of them
   replay-csv   CIC-IDS2018 rows -> IPFIX / NetFlow v9 packets to a collector
   replay-pcap  pcaps -> flows (nfpcapd) -> IPFIX / NetFlow v9 packets to a collector
   replay-exporter  raw exporter datagrams (one UDP payload per file) to a collector
@@ -41,16 +42,20 @@ def _parser() -> argparse.ArgumentParser:
                                  formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n", 1)[1])
     sub = ap.add_subparsers(dest="cmd", required=True)
 
-    p = sub.add_parser("watch", help="run the collector and land each closed nfcapd file on HDFS")
+    p = sub.add_parser("watch", help="run the collector; land each closed nfcapd file and rotated Zeek conn log on HDFS")
     _store_args(p)
     p.add_argument("--listen", default="0.0.0.0:2055", help="UDP HOST:PORT for NetFlow/IPFIX (default 0.0.0.0:2055)")
     p.add_argument("--interval", type=int, default=60, help="seconds per nfcapd file (default 60)")
     p.add_argument("--spool", default="/var/spool/spot-ae", help="local spool: nfcapd/, done/, quarantine/")
     p.add_argument("--no-collector", action="store_true", help="only watch SPOOL/nfcapd (files put there by others)")
+    p.add_argument("--zeek-dir", default=None,
+                   help="where rotated Zeek conn logs (conn.*.log[.gz]) arrive (default SPOOL/zeek); ingested ones "
+                        "move to SPOOL/done/zeek/")
     p.add_argument("--once", action="store_true", help="ingest what is in the spool now, then exit")
     p.add_argument("--keep-done-hours", type=float, default=24.0, help="keep ingested nfcapd files this long")
 
-    for name, what in (("files", "nfcapd files or directories"), ("pcap", "pcap files"), ("csv", "CSV files")):
+    for name, what in (("files", "nfcapd files or directories"), ("pcap", "pcap files"), ("csv", "CSV files"),
+                       ("zeek", "Zeek conn logs or directories (conn* files in them)")):
         p = sub.add_parser(name, help=f"ingest {what} through the watcher's path")
         _store_args(p)
         p.add_argument("paths", nargs="+")
@@ -115,7 +120,8 @@ def cmd_watch(args) -> int:
     from spot_ae_job.ingest.collector import Collector
     from spot_ae_job.ingest.watcher import Watcher
 
-    w = Watcher(_cfg(args), args.spool, workers=args.workers, keep_done_hours=args.keep_done_hours)
+    w = Watcher(_cfg(args), args.spool, workers=args.workers, keep_done_hours=args.keep_done_hours,
+                zeek_dir=args.zeek_dir, settle=0.0 if args.once else 30.0)  # --once: what is there now
     if args.once:
         stats = w.run(until_idle=True)
         print(stats)
@@ -144,7 +150,7 @@ def cmd_watch(args) -> int:
 def cmd_files(args, kind: str = "nfcapd") -> int:
     from spot_ae_job.ingest.watcher import ingest_paths
 
-    files = _expand(args.paths, "nfcapd*" if kind == "nfcapd" else None)
+    files = _expand(args.paths, {"nfcapd": "nfcapd*", "zeek": "conn.*"}.get(kind))
     return _report(ingest_paths(_cfg(args), files, Path(args.quarantine), workers=args.workers, kind=kind))
 
 
@@ -217,7 +223,7 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(sys.argv[1:] if argv is None else argv)
     handlers = {"watch": cmd_watch, "files": cmd_files, "pcap": lambda a: cmd_files(a, "pcap"), "csv": cmd_csv,
                 "replay-csv": cmd_replay, "replay-pcap": cmd_replay, "replay-exporter": cmd_replay,
-                "summary": cmd_summary}
+                "summary": cmd_summary, "zeek": lambda a: cmd_files(a, "zeek")}
     return run_command("spot-ae ingest", handlers[args.cmd], args)
 
 

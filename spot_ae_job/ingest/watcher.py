@@ -18,6 +18,11 @@ decodes are the bottleneck and each file is one single-threaded nfdump) while th
 files already decoded (`Pipeline`: HDFS round trips are waiting, not CPU), moves corrupt files to
 the quarantine directory with a `.reason` file, and keeps a file in place when HDFS stays down
 past the bounded retries: it is simply tried again on a later pass.
+
+Zeek conn logs (zeek.py) take the same path from a second directory (`zeek_dir`): rotated logs
+(`conn.<anything>.log[.gz]`, never the live `conn.log`) once they have not changed for
+`settle` seconds, tagged `zeek-<sha256 of the log's text>`, their row rejects in
+`{huser}/flow/quarantine/zeek/`.
 """
 from __future__ import annotations
 
@@ -25,6 +30,7 @@ import concurrent.futures as cf
 import datetime
 import hashlib
 import io
+import itertools
 import json
 import logging
 import multiprocessing
@@ -41,7 +47,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from spot_ae_job.errors import SpotAEError
-from spot_ae_job.ingest import summary
+from spot_ae_job.ingest import summary, zeek
 from spot_ae_job.ingest.nfdump import Decoded, NfdumpFileError, decode_csv, decode_file
 from spot_ae_job.ingest.store import Store, open_store
 from spot_ae_job.schema import flow_table_location
@@ -49,6 +55,9 @@ from spot_ae_job.webhdfs import WebHDFSError
 
 log = logging.getLogger("spot_ae.ingest")
 CLOSED_NFCAPD = re.compile(r"^nfcapd\.[0-9]{12}([0-9]{2})?$")
+# A log Zeek (or zeekctl) has rotated: conn.2024-04-19-00-00-00.log, conn.00:00:00-01:00:00.log.gz.
+# The live conn.log does not match: Zeek is still writing it.
+CLOSED_ZEEK = re.compile(r"^conn\..+\.log(\.gz)?$")
 
 
 def file_tag(path: str | os.PathLike, prefix: str = "nf") -> str:
@@ -116,7 +125,8 @@ def prepare_decoded(huser: str, dec: Decoded, tag: str, source_kind: str, source
     outputs = [(f"{table}/y={y}/m={m}/d={d}/h={h}/{tag}.parquet", parquet_bytes(rows)) for (y, m, d, h), rows in parts]
     reasons = {}
     if dec.rejects.num_rows:
-        outputs.append((f"{huser}/flow/quarantine/nfdump/{tag}.parquet", parquet_bytes(dec.rejects)))
+        reader = "zeek" if source_kind == "zeek" else "nfdump"
+        outputs.append((f"{huser}/flow/quarantine/{reader}/{tag}.parquet", parquet_bytes(dec.rejects)))
         counts = dec.rejects.group_by("reject_reason").aggregate([("reject_reason", "count")])
         reasons = {r["reject_reason"]: r["reject_reason_count"] for r in counts.to_pylist()}
     outputs += summary.summary_files(huser, tag, summary.hourly_rows(dec.flows, source_kind, source_name))
@@ -187,6 +197,15 @@ def prepare_nfdump_csv(store: Store, path: str | os.PathLike) -> Prepared | Resu
     return _already(store, tag, name) or prepare_decoded(store.huser, decode_csv(path), tag, "nfdump-csv", name)
 
 
+def prepare_zeek(store: Store, path: str | os.PathLike) -> Prepared | Result:
+    """A Zeek conn log through the same commit path. Its tag hashes the log's text, so the same
+    log gzipped or not is one source. Raises ZeekFileError for a file that is no conn log."""
+    text = zeek.read_text(path)
+    tag = zeek.content_tag(text)
+    name = Path(path).name
+    return _already(store, tag, name) or prepare_decoded(store.huser, zeek.decode_text(text, name), tag, "zeek", name)
+
+
 def ingest_pcap(store: Store, path: str | os.PathLike) -> Result:
     """pcap -> nfpcapd -> nfcapd files -> the nfcapd path with -B (bidirectional records).
     Tags derive from the capture's bytes and nfpcapd's deterministic file names."""
@@ -219,8 +238,10 @@ def _decode(cfg: StoreConfig, path: str, bidirectional: bool, kind: str = "nfcap
             return ingest_pcap(store, path)
         if kind == "nfdump-csv":
             return prepare_nfdump_csv(store, path)
+        if kind == "zeek":
+            return prepare_zeek(store, path)
         return prepare_file(store, path, bidirectional=bidirectional)
-    except (NfdumpFileError, PcapError) as e:
+    except (NfdumpFileError, PcapError, zeek.ZeekFileError) as e:
         return Result(Path(path).name, "", "quarantined", reason=str(e))
 
 
@@ -297,16 +318,20 @@ def quarantine(path: Path, qdir: Path, reason: str, move: bool = True) -> Path:
 
 
 class Watcher:
-    """Ingest every closed nfcapd file that appears in `incoming`; runs until `stop()`."""
+    """Ingest every closed nfcapd file that appears in `incoming` and every rotated Zeek conn log
+    in `zeek_dir` (default SPOOL/zeek); runs until `stop()`."""
 
     def __init__(self, cfg: StoreConfig, spool: str | os.PathLike, workers: int | None = None,
-                 poll: float = 2.0, keep_done_hours: float = 24.0, bidirectional: bool = False):
+                 poll: float = 2.0, keep_done_hours: float = 24.0, bidirectional: bool = False,
+                 zeek_dir: str | os.PathLike | None = None, settle: float = 30.0):
         self.cfg = cfg
         self.spool = Path(spool)
         self.incoming = self.spool / "nfcapd"
+        self.zeek_dir = Path(zeek_dir) if zeek_dir else self.spool / "zeek"
+        self.settle = settle  # seconds a Zeek log must be unchanged: a copy or gzip still being written is not read
         self.done_dir = self.spool / "done"
         self.quarantine_dir = self.spool / "quarantine"
-        for d in (self.incoming, self.done_dir, self.quarantine_dir):
+        for d in (self.incoming, self.zeek_dir, self.done_dir, self.quarantine_dir):
             d.mkdir(parents=True, exist_ok=True)
         self.workers = workers or max(1, os.cpu_count() or 1)
         self.poll = poll
@@ -319,8 +344,22 @@ class Watcher:
     def closed_files(self) -> list[Path]:
         return sorted(p for p in self.incoming.rglob("nfcapd.*") if p.is_file() and CLOSED_NFCAPD.match(p.name))
 
+    def closed_zeek_files(self) -> list[Path]:
+        cutoff = time.time() - self.settle
+        return sorted(p for p in self.zeek_dir.rglob("conn.*") if p.is_file() and CLOSED_ZEEK.match(p.name)
+                      and p.stat().st_mtime <= cutoff)
+
     def stop(self) -> None:
         self._stop = True
+
+    def _done_name(self, path: Path) -> Path:
+        """Where an ingested file goes: done/NAME, or done/zeek/RELATIVE PATH for a Zeek log
+        (zeekctl's names repeat every day, in dated folders)."""
+        if path.is_relative_to(self.zeek_dir):
+            dst = self.done_dir / "zeek" / path.relative_to(self.zeek_dir)
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            return dst
+        return self.done_dir / path.name
 
     def _finish(self, path: Path, res: Result) -> None:
         if res.status == "quarantined":
@@ -328,17 +367,19 @@ class Watcher:
         else:
             log.info("%s %s: %d flows, %d rejected, %d hour partitions (%s)", res.status, path.name, res.flows,
                      res.rejected, res.partitions, res.tag)
-            shutil.move(str(path), self.done_dir / path.name)
+            shutil.move(str(path), self._done_name(path))
             self.stats["flows"] += res.flows
         self.stats[res.status] += 1
 
     def run_once(self, pipeline: Pipeline) -> int:
-        """Ingest every closed file, wait for them; returns how many were settled."""
-        files = self.closed_files()
+        """Ingest every closed file (nfcapd, then Zeek), wait for them; returns how many were settled."""
+        nfcapd, zeek_logs = self.closed_files(), self.closed_zeek_files()
+        files = nfcapd + zeek_logs
         if not files:
             return 0
         settled = 0
-        for path, res in pipeline.run(files, self.bidirectional):
+        both = itertools.chain(pipeline.run(nfcapd, self.bidirectional), pipeline.run(zeek_logs, kind="zeek"))
+        for path, res in both:
             if isinstance(res, Exception):  # HDFS down beyond retries: keep the file
                 self.stats["retry-later"] += 1
                 log.warning("HDFS not taking %s now (%s); it stays in %s and is retried", path.name, res, self.incoming)
@@ -350,8 +391,8 @@ class Watcher:
 
     def prune_done(self) -> None:
         cutoff = time.time() - self.keep_done
-        for p in self.done_dir.iterdir():
-            if p.stat().st_mtime < cutoff:
+        for p in self.done_dir.rglob("*"):  # (Zeek logs keep their folders under done/zeek/)
+            if p.is_file() and p.stat().st_mtime < cutoff:
                 p.unlink()
 
     def run(self, until_idle: bool = False) -> dict:
@@ -359,7 +400,7 @@ class Watcher:
             while not self._stop:
                 n = self.run_once(pipeline)
                 self.prune_done()
-                if until_idle and n == 0 and not self.closed_files():
+                if until_idle and n == 0 and not self.closed_files() and not self.closed_zeek_files():
                     break
                 if n == 0 or self.backoff:
                     time.sleep(self.backoff or self.poll)
@@ -368,8 +409,9 @@ class Watcher:
 
 def ingest_paths(cfg: StoreConfig, paths: list[Path], quarantine_dir: Path, workers: int | None = None,
                  bidirectional: bool = False, kind: str = "nfcapd") -> list[Result]:
-    """Offline: nfcapd files (or pcaps, nfdump CSVs: `kind`) through the same path; bad ones are COPIED to quarantine
-    (they are the user's files), HDFS failures raise after the bounded retries."""
+    """Offline: nfcapd files (or pcaps, nfdump CSVs, Zeek logs: `kind`) through the same path; bad
+    ones are COPIED to quarantine (they are the user's files), HDFS failures raise after the
+    bounded retries."""
     results = {}
     with Pipeline(cfg, workers) as pipeline:
         for path, res in pipeline.run(paths, bidirectional, kind):
