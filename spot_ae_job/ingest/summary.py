@@ -17,12 +17,13 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from spot_ae_job.ingest.store import Store
+from spot_ae_job.layout import Layout
 
 SUMMARY_COLUMNS = ["date", "hour", "flows", "bytes", "packets", "source_kind", "source_file"]
 
 
 def summary_location(huser: str) -> str:
-    return f"{huser.rstrip('/')}/flow/ingest_summary"
+    return Layout(huser).ingest_summary
 
 
 def hourly_rows(flows: pa.Table, source_kind: str, source_file: str) -> dict[tuple[int, int, int], list[dict]]:

@@ -50,7 +50,7 @@ from spot_ae_job.errors import SpotAEError
 from spot_ae_job.ingest import summary, zeek
 from spot_ae_job.ingest.nfdump import Decoded, NfdumpFileError, decode_csv, decode_file
 from spot_ae_job.ingest.store import Store, open_store
-from spot_ae_job.schema import flow_table_location
+from spot_ae_job.layout import Layout
 from spot_ae_job.webhdfs import WebHDFSError
 
 log = logging.getLogger("spot_ae.ingest")
@@ -69,7 +69,7 @@ def file_tag(path: str | os.PathLike, prefix: str = "nf") -> str:
 
 
 def ledger_uri(huser: str, tag: str) -> str:
-    return f"{huser.rstrip('/')}/flow/ingest_state/{tag}.json"
+    return f"{Layout(huser).ingest_state}/{tag}.json"
 
 
 def parquet_bytes(table: pa.Table) -> bytes:
@@ -119,14 +119,14 @@ class Prepared:
 
 def prepare_decoded(huser: str, dec: Decoded, tag: str, source_kind: str, source_name: str) -> Prepared:
     """Step 3's outputs and step 4's ledger entry for a decoded file, as bytes (no I/O)."""
-    huser = huser.rstrip("/")
-    table = flow_table_location(huser)
+    layout = Layout(huser)
+    table = layout.flow_table
     parts = split_by_hour(dec.flows)
     outputs = [(f"{table}/y={y}/m={m}/d={d}/h={h}/{tag}.parquet", parquet_bytes(rows)) for (y, m, d, h), rows in parts]
     reasons = {}
     if dec.rejects.num_rows:
         reader = "zeek" if source_kind == "zeek" else "nfdump"
-        outputs.append((f"{huser}/flow/quarantine/{reader}/{tag}.parquet", parquet_bytes(dec.rejects)))
+        outputs.append((f"{layout.quarantine(reader)}/{tag}.parquet", parquet_bytes(dec.rejects)))
         counts = dec.rejects.group_by("reject_reason").aggregate([("reject_reason", "count")])
         reasons = {r["reject_reason"]: r["reject_reason_count"] for r in counts.to_pylist()}
     outputs += summary.summary_files(huser, tag, summary.hourly_rows(dec.flows, source_kind, source_name))
