@@ -70,7 +70,7 @@ def test_a_plain_password_in_the_config_is_refused(tmp_path):
 
 @pytest.mark.parametrize("text,fragment", [
     ("mode = 'prod'\n", "mode must be"),
-    ("colour = 1\n", "unknown key(s) colour"),
+    ("colour = 1\n", "unknown key(s) 'colour'"),
     ("secret_key = 'short'\n", "at least 16"),
     ("max_request_bytes = 10\n", "max_request_bytes must be"),
     ("[users.bob]\npassword_hash = 'scrypt:1$x'\nrole = 'root'\n", "role must be one of"),
