@@ -484,7 +484,7 @@ class Results:
                     log.critical("verdict %s was written but %s was not, and the verdict could not be removed: "
                                  "delete %s by hand", record["id"], rel, vrel)
                 raise
-        return {**csv_row, "verdict_id": record["id"], "expires": record["expires"]}
+        return {**verdict, "verdict_id": record["id"], "expires": record["expires"]}
 
     # -- the verdict store (spans days) ------------------------------------------------------
     def all_verdicts(self) -> tuple[list[dict], list[dict]]:
