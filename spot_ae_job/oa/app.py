@@ -249,6 +249,9 @@ def create_app(config: OAConfig, storage=None) -> Flask:
         resp.headers["X-Content-Type-Options"] = "nosniff"
         resp.headers["X-Frame-Options"] = "DENY"
         resp.headers["Referrer-Policy"] = "no-referrer"
+        resp.headers["Cross-Origin-Opener-Policy"] = "same-origin"
+        if config.secure_cookies:  # served over HTTPS: browsers must never fall back to plain HTTP
+            resp.headers["Strict-Transport-Security"] = "max-age=31536000"
         if is_api() or request.endpoint not in ("static",):
             resp.headers["Cache-Control"] = "no-store"
         return resp

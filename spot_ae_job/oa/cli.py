@@ -38,8 +38,8 @@ def _hash(args) -> int:
         if getpass.getpass("Again: ") != pw:
             print("spot-ae oa: error: the passwords differ", file=sys.stderr)
             return 2
-    if len(pw) < 8:
-        print("spot-ae oa: error: use at least 8 characters", file=sys.stderr)
+    if not 12 <= len(pw) <= 128:  # OWASP ASVS 2.1.1/2.1.2: at least 12, and long passphrases allowed
+        print("spot-ae oa: error: use at least 12 characters (and at most 128)", file=sys.stderr)
         return 2
     print(generate_password_hash(pw))
     return 0

@@ -56,6 +56,13 @@ def test_the_login_page_does_not_echo_an_unsafe_next_into_its_form(client):
     assert "evil.example" not in page
 
 
+def test_https_deployments_get_strict_transport_security(huser):
+    cfg = _config(secure_cookies=True)
+    cfg.huser = f"file://{huser}"
+    r = create_app(cfg).test_client().get("/login")
+    assert r.headers["Strict-Transport-Security"] == "max-age=31536000"
+
+
 # -- sessions ----------------------------------------------------------------------------------
 def _copy_cookie(src, dst):
     dst.set_cookie("spot_oa_session", src.get_cookie("spot_oa_session").value)

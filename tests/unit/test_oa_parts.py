@@ -120,9 +120,10 @@ def test_hash_password_makes_a_hash_the_server_accepts(tmp_path):
     assert load(str(cfg), "file:///tmp").users["alice"].role == "analyst"
 
 
-def test_short_passwords_are_refused():
-    r = oa("hash-password", "--password-stdin", stdin="short\n")
-    assert r.returncode == 2 and "at least 8" in r.stderr
+@pytest.mark.parametrize("pw", ["short", "elevenchars", "x" * 129])
+def test_passwords_outside_12_to_128_characters_are_refused(pw):
+    r = oa("hash-password", "--password-stdin", stdin=pw + "\n")
+    assert r.returncode == 2 and "at least 12 characters" in r.stderr
 
 
 @pytest.mark.parametrize("args,fragment", [
