@@ -103,8 +103,9 @@ class _Sessions:
             return True
 
     def end(self, sid) -> None:
-        with self._lock:
-            self._live.pop(sid, None) if isinstance(sid, str) else None
+        if isinstance(sid, str):
+            with self._lock:
+                self._live.pop(sid, None)
 
     def _purge(self, now: float) -> None:
         for k in [k for k, s in self._live.items()

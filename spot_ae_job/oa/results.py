@@ -131,6 +131,8 @@ def _verdict_record(line: str) -> dict:
             raise ValueError(f"{k} must be a string")
     if isinstance(v["dport"], bool) or not isinstance(v["dport"], int):
         raise ValueError("dport must be an integer")
+    if v["model_version"] is not None and not isinstance(v["model_version"], str):
+        raise ValueError("model_version must be a string or null")
     verdict_store.parse_time(v["when"])  # ValueError if it is not a time
     if v["expires"] is not None:
         if not isinstance(v["expires"], str):

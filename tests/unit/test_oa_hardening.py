@@ -143,13 +143,15 @@ def test_one_bad_verdict_file_fails_alone_and_is_listed(client, huser):
     (vdir / "20260101T000002Z-nofields.json").write_text(json.dumps({"sev": 3}) + "\n")
     (vdir / "20260101T000003Z-badtime.json").write_text(json.dumps({**good, "when": "yesterday"}) + "\n")
     (vdir / "20260101T000004Z-badalert.json").write_text(json.dumps({**good, "sev": "3"}) + "\n")
+    (vdir / "20260101T000005Z-badmodel.json").write_text(json.dumps({**good, "model_version": ["m"]}) + "\n")
     (huser / "flow" / "scored_results" / DAY / "alerts_summary.json").write_text('{"suppressed_by_verdict": {"v1": "many"}}')
     r = client.get("/api/v1/verdicts")
     assert r.status_code == 200
     assert [v["id"] for v in r.json["verdicts"]] == [good["id"]]
     bad = sorted(u["file"].rsplit("/", 1)[1] for u in r.json["unreadable"])
     assert bad == ["20260101T000000Z-broken.json", "20260101T000001Z-latin1.json", "20260101T000002Z-nofields.json",
-                   "20260101T000003Z-badtime.json", "20260101T000004Z-badalert.json", "alerts_summary.json"]
+                   "20260101T000003Z-badtime.json", "20260101T000004Z-badalert.json", "20260101T000005Z-badmodel.json",
+                   "alerts_summary.json"]
 
 
 # -- verdicts: a flow without IPs, and writes that belong together -----------------------------
