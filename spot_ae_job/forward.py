@@ -8,36 +8,50 @@ re-run only sends ids not in the ledger, so a receiver that is down for a while 
 gets nothing twice.
 
 What counts as acknowledged:
-- HTTP: a 2xx answer to the batch's POST.
+- HTTP: a 2xx answer to the batch's POST (redirects are not followed: a POST redirected to a GET
+  would look delivered).
 - syslog over TCP: one connection per batch; after the last message the sender half-closes the
   connection and waits for the receiver to close its side, which it does only after reading
-  every byte (rsyslog's imtcp and Python's socketserver both do). A receiver that dies mid-batch
-  makes the whole batch fail and be sent again: the receiver may then hold part of it twice; the
-  alert id is in every message (structured data `alert_id`, and `event.id`) to drop those.
+  every byte (rsyslog's imtcp and Python's socketserver both do). A syslog receiver never sends
+  anything back, so a peer that answers (an HTTP server, a TLS port, anything else) is not one:
+  the batch fails and nothing is recorded. A receiver that dies mid-batch makes the whole batch
+  fail and be sent again: the receiver may then hold part of it twice; the alert id is in every
+  message (structured data `alert_id`, and `event.id`) to drop those.
 - syslog over UDP: none. A datagram is sent and forgotten; the ledger records what was *sent*.
   Use TCP or HTTP where a lost alert matters.
+
+Time is bounded twice: each attempt (connect, send, acknowledgement) within `timeout_seconds` in
+all, however slowly the receiver trickles bytes, and the whole run within `deadline_seconds`, so
+neither `alerts forward` nor `ml-ops` with forwarding can be held by a receiver.
 """
 from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import http.client
+import ipaddress
 import json
+import math
 import os
 import re
 import socket
+import threading
 import time
 import tomllib
-import urllib.error
-import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from spot_ae_job import fsutil
 from spot_ae_job.errors import SpotAEError
 from spot_ae_job.schema import scored_results_location
 
 CONFIG_ENV = "SPOT_AE_FORWARD_CONFIG"
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
+_NAME = re.compile(r"\A[A-Za-z0-9][A-Za-z0-9_-]{0,63}\Z")  # \Z: it names a file, no trailing newline
+_HOST = re.compile(r"\A(?=.{1,253}\Z)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\Z")
+_HEADER_NAME = re.compile(r"\A[!#$%&'*+.^_`|~0-9A-Za-z-]{1,64}\Z")  # RFC 9110 token
+_HEADER_VALUE = re.compile(r"\A[\t\x20-\x7e\x80-\xff]{0,4096}\Z")  # no CR, LF or other control characters
+_OWN_HEADERS = {"content-type", "content-length", "idempotency-key", "host", "transfer-encoding", "connection"}
 # RFC 5424 structured data needs an SD-ID with an enterprise number; 32473 is the one RFC 5612
 # reserves for documentation and examples. Operators with their own number set `sd_id`.
 DEFAULT_SD_ID = "spot-ae@32473"
@@ -64,7 +78,8 @@ class ForwardConfig:
     attempts: int = 5
     backoff_seconds: float = 1.0
     max_backoff_seconds: float = 30.0
-    timeout_seconds: float = 10.0
+    timeout_seconds: float = 10.0  # one attempt, connect to acknowledgement, in all
+    deadline_seconds: float = 900.0  # the whole run, every destination, batch, retry and wait
     after_ml_ops: bool = True
 
 
@@ -73,25 +88,34 @@ def config_path(explicit: str | None) -> str | None:
 
 
 def load_config(path: str) -> ForwardConfig:
-    """The forwarding TOML file, checked whole: a typo is an error, not a silently unused key."""
+    """The forwarding TOML file, checked whole: a typo is an error, not a silently unused key, and
+    every value is checked here, before Spark starts, not when the first batch is sent."""
     try:
-        raw = tomllib.loads(Path(path).read_text())
+        raw = tomllib.loads(Path(path).read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise SpotAEError(f"forward config {path} not found") from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
-        raise SpotAEError(f"forward config {path} is not valid TOML: {e}") from None
+        raise SpotAEError(f"forward config {path} is not valid TOML: {_one_line(e)}") from None
+    except OSError as e:
+        raise SpotAEError(f"forward config {path} cannot be read: {e.strerror or e}") from None
     unknown = sorted(set(raw) - {"retry", "destinations", "after_ml_ops"})
     if unknown:
-        raise SpotAEError(f"forward config {path}: unknown key(s) {', '.join(unknown)}")
+        raise SpotAEError(f"forward config {path}: unknown key(s) {', '.join(map(repr, unknown))}")
     retry = raw.get("retry", {})
-    bad = sorted(set(retry) - {"attempts", "backoff_seconds", "max_backoff_seconds", "timeout_seconds"})
+    if not isinstance(retry, dict):
+        raise SpotAEError("forward config: [retry] must be a table")
+    bad = sorted(set(retry) - {"attempts", "backoff_seconds", "max_backoff_seconds", "timeout_seconds", "deadline_seconds"})
     if bad:
-        raise SpotAEError(f"forward config [retry]: unknown key(s) {', '.join(bad)}")
-    cfg = ForwardConfig(destinations=[], after_ml_ops=bool(raw.get("after_ml_ops", True)))
+        raise SpotAEError(f"forward config [retry]: unknown key(s) {', '.join(map(repr, bad))}")
+    after = raw.get("after_ml_ops", True)
+    if not isinstance(after, bool):  # "false" in quotes is a string, and a non-empty string is true
+        raise SpotAEError(f"forward config: after_ml_ops must be true or false (without quotes), got {after!r}")
+    cfg = ForwardConfig(destinations=[], after_ml_ops=after)
     cfg.attempts = _num(retry, "attempts", 5, 1, 100, int)
     cfg.backoff_seconds = _num(retry, "backoff_seconds", 1.0, 0.0, 600.0, float)
     cfg.max_backoff_seconds = _num(retry, "max_backoff_seconds", 30.0, 0.0, 3600.0, float)
     cfg.timeout_seconds = _num(retry, "timeout_seconds", 10.0, 0.1, 600.0, float)
+    cfg.deadline_seconds = _num(retry, "deadline_seconds", 900.0, 1.0, 86400.0, float)
     dests = raw.get("destinations", [])
     if not isinstance(dests, list) or not dests:
         raise SpotAEError(f"forward config {path}: add at least one [[destinations]] entry")
@@ -103,46 +127,93 @@ def load_config(path: str) -> ForwardConfig:
     return cfg
 
 
+def _one_line(e: Exception) -> str:
+    return " ".join(str(e).split())[:300]
+
+
 def _num(raw: dict, key: str, default, lo, hi, kind):
     v = raw.get(key, default)
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or (kind is int and not isinstance(v, int)) or not lo <= v <= hi:
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or (kind is int and not isinstance(v, int)) \
+            or not math.isfinite(v) or not lo <= v <= hi:
         raise SpotAEError(f"forward config: {key} must be a number in {lo}..{hi}")
     return kind(v)
+
+
+def _host(name: str, host) -> str:
+    """A DNS name or an IP address: anything else (spaces, a URL, a newline) fails now, not at send."""
+    if isinstance(host, str) and host:
+        try:
+            return str(ipaddress.ip_address(host.strip("[]")))
+        except ValueError:
+            if _HOST.match(host):
+                return host
+    raise SpotAEError(f"destination {name}: host must be a host name or an IP address, got {host!r}")
+
+
+def _url(name: str, url) -> str:
+    if not isinstance(url, str) or not url.startswith(("http://", "https://")):
+        raise SpotAEError(f"destination {name}: url must start with http:// or https://")
+    if any(c.isspace() or ord(c) < 0x20 or ord(c) > 0x7e for c in url):
+        raise SpotAEError(f"destination {name}: url must not contain spaces, control or non-ASCII characters")
+    try:
+        u = urlsplit(url)
+        port = u.port  # ValueError when out of range or not a number
+    except ValueError as e:
+        raise SpotAEError(f"destination {name}: url {url!r} is not a valid URL: {_one_line(e)}") from None
+    if u.username is not None or u.password is not None:
+        raise SpotAEError(f"destination {name}: put credentials in headers (e.g. Authorization), not in the url")
+    if not u.hostname:
+        raise SpotAEError(f"destination {name}: url {url!r} has no host")
+    _host(name, u.hostname)
+    if port == 0:
+        raise SpotAEError(f"destination {name}: url {url!r} has port 0")
+    return url
+
+
+def _headers(name: str, headers) -> dict:
+    if not isinstance(headers, dict):
+        raise SpotAEError(f"destination {name}: headers must be a table of strings")
+    for k, v in headers.items():
+        if not _HEADER_NAME.match(k):
+            raise SpotAEError(f"destination {name}: header name {k!r} is not a valid HTTP header name")
+        if k.lower() in _OWN_HEADERS:
+            raise SpotAEError(f"destination {name}: header {k} is set by the forwarder and cannot be configured")
+        if not isinstance(v, str) or not _HEADER_VALUE.match(v) or any(ord(c) > 0xff for c in v):
+            raise SpotAEError(f"destination {name}: header {k} must be a string without CR, LF or control characters "
+                              "(Latin-1 only, at most 4096 characters)")
+    return dict(headers)
 
 
 def _destination(d: dict) -> Destination:
     allowed = {"name", "type", "transport", "host", "port", "url", "batch", "headers", "sd_id"}
     if not isinstance(d, dict):
         raise SpotAEError("forward config: each [[destinations]] entry must be a table")
-    bad = sorted(set(d) - allowed)
-    if bad:
-        raise SpotAEError(f"forward config destination {d.get('name')!r}: unknown key(s) {', '.join(bad)}")
     name = d.get("name", "")
     if not isinstance(name, str) or not _NAME.match(name):
         raise SpotAEError(f"forward config: destination name {name!r} must be letters, digits, '-' or '_'")
-    dest = Destination(name=name, type=d.get("type", ""))
+    bad = sorted(set(d) - allowed)
+    if bad:
+        raise SpotAEError(f"forward config destination {name!r}: unknown key(s) {', '.join(map(repr, bad))}")
+    kind = d.get("type", "")
+    if kind not in ("syslog", "http"):
+        raise SpotAEError(f"destination {name}: type must be 'syslog' or 'http', got {kind!r}")
+    dest = Destination(name=name, type=kind)
     dest.batch = _num(d, "batch", 200, 1, 100000, int)
     if dest.type == "syslog":
         dest.transport = d.get("transport", "tcp")
         if dest.transport not in ("tcp", "udp"):
             raise SpotAEError(f"destination {name}: transport must be tcp or udp")
-        dest.host = d.get("host", "")
-        if not isinstance(dest.host, str) or not dest.host:
+        if "host" not in d:
             raise SpotAEError(f"destination {name}: host is required")
+        dest.host = _host(name, d["host"])
         dest.port = _num(d, "port", 514, 1, 65535, int)
         dest.sd_id = d.get("sd_id", DEFAULT_SD_ID)
-        if not re.fullmatch(r"[!-~]{1,32}", dest.sd_id) or any(c in dest.sd_id for c in '= ]"'):
+        if not isinstance(dest.sd_id, str) or not re.fullmatch(r"[!-~]{1,32}", dest.sd_id) \
+                or any(c in dest.sd_id for c in '= ]"'):
             raise SpotAEError(f"destination {name}: sd_id must be an RFC 5424 SD-ID such as name@12345")
-    elif dest.type == "http":
-        dest.url = d.get("url", "")
-        if not isinstance(dest.url, str) or not dest.url.startswith(("http://", "https://")):
-            raise SpotAEError(f"destination {name}: url must start with http:// or https://")
-        headers = d.get("headers", {})
-        if not isinstance(headers, dict) or not all(isinstance(v, str) for v in headers.values()):
-            raise SpotAEError(f"destination {name}: headers must be a table of strings")
-        dest.headers = headers
     else:
-        raise SpotAEError(f"destination {name}: type must be 'syslog' or 'http', got {dest.type!r}")
+        dest.url = _url(name, d.get("url", ""))
+        dest.headers = _headers(name, d.get("headers", {}))
     return dest
 
 
@@ -176,14 +247,30 @@ class SendError(Exception):
 
 
 def send_syslog_tcp(dest: Destination, alerts: list[dict], timeout: float) -> None:
+    """One batch on one connection, acknowledged by the receiver closing after reading it all;
+    `timeout` bounds the whole exchange (Python's sendall timeout is the total, since 3.5)."""
+    end = time.monotonic() + timeout
+
+    def left() -> float:
+        r = end - time.monotonic()
+        if r <= 0:
+            raise socket.timeout("timed out")
+        return r
+
     try:
-        with socket.create_connection((dest.host, dest.port), timeout=timeout) as s:
+        with socket.create_connection((dest.host, dest.port), timeout=left()) as s:
+            s.settimeout(left())
             s.sendall(b"".join(octet_counted(syslog_message(a, dest.sd_id)) for a in alerts))
             s.shutdown(socket.SHUT_WR)
-            while s.recv(4096):  # the receiver closes once it has read everything: the ack
-                pass
+            s.settimeout(left())
+            answer = s.recv(256)  # b"": the receiver read everything and closed, the ack
     except OSError as e:
-        raise SendError(f"syslog tcp {dest.host}:{dest.port}: {e}") from e
+        raise SendError(f"syslog tcp {dest.host}:{dest.port}: no acknowledgement within {timeout:g} s ({e})"
+                        if isinstance(e, socket.timeout) else f"syslog tcp {dest.host}:{dest.port}: {e}") from e
+    if answer:
+        raise SendError(f"syslog tcp {dest.host}:{dest.port}: the peer answered {answer[:40]!r}; a syslog receiver "
+                        "sends nothing back, so this is not one (check host and port); nothing was recorded as sent",
+                        permanent=True)
 
 
 def send_syslog_udp(dest: Destination, alerts: list[dict], timeout: float) -> None:
@@ -197,20 +284,76 @@ def send_syslog_udp(dest: Destination, alerts: list[dict], timeout: float) -> No
         raise SendError(f"syslog udp {dest.host}:{dest.port}: {e}") from e
 
 
+class _Cutter:
+    """Shuts the attempt's socket when its time is up, which ends any read or write blocked on it.
+
+    http.client hands the socket to the response (and forgets it) once the answer starts, so the
+    socket is held here from the moment it is connected."""
+
+    def __init__(self, timeout: float):
+        self.fired = False
+        self._sock = None
+        self._lock = threading.Lock()
+        self._timer = threading.Timer(timeout, self._cut)
+        self._timer.daemon = True
+        self._timer.start()
+
+    def hold(self, sock) -> None:
+        with self._lock:
+            self._sock = sock
+            if self.fired:
+                self._shut()
+
+    def _cut(self) -> None:
+        with self._lock:
+            self.fired = True
+            self._shut()
+
+    def _shut(self) -> None:
+        if self._sock is not None:
+            try:
+                self._sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def cancel(self) -> None:
+        self._timer.cancel()
+
+
 def send_http(dest: Destination, alerts: list[dict], timeout: float) -> None:
-    """POST the batch as JSON lines; the Idempotency-Key lets a receiver drop a replayed batch."""
+    """POST the batch as JSON lines; the Idempotency-Key lets a receiver drop a replayed batch.
+
+    A per-read timeout alone lets a receiver that sends one byte now and then hold the sender for
+    ever, so the connection is shut when `timeout` has passed, whatever it is doing."""
     body = b"".join(json.dumps(a, separators=(",", ":")).encode() + b"\n" for a in alerts)
     key = hashlib.sha256("\n".join(a["event"]["id"] for a in alerts).encode()).hexdigest()
-    req = urllib.request.Request(dest.url, data=body, method="POST", headers={
-        "Content-Type": "application/x-ndjson", "Idempotency-Key": key, **dest.headers})
+    u = urlsplit(dest.url)
+    path = (u.path or "/") + (f"?{u.query}" if u.query else "")
+    cls = http.client.HTTPSConnection if u.scheme == "https" else http.client.HTTPConnection
+    conn = cls(u.hostname, u.port, timeout=timeout)
+    cut = _Cutter(timeout)
     try:
-        with urllib.request.urlopen(req, timeout=timeout) as r:
-            r.read()
-    except urllib.error.HTTPError as e:
-        retry = e.code in (408, 425, 429) or e.code >= 500
-        raise SendError(f"http {dest.url}: {e.code} {e.reason}", permanent=not retry) from e
-    except (urllib.error.URLError, OSError) as e:
-        raise SendError(f"http {dest.url}: {getattr(e, 'reason', e)}") from e
+        conn.connect()
+        cut.hold(conn.sock)
+        conn.request("POST", path, body=body, headers={
+            "Content-Type": "application/x-ndjson", "Idempotency-Key": key, **dest.headers})
+        r = conn.getresponse()
+        r.read(65536)  # the answer's body is not used; a bounded read, then the connection closes
+        status, reason = r.status, r.reason
+    except (OSError, http.client.HTTPException) as e:
+        if cut.fired:
+            raise SendError(f"http {dest.url}: no complete answer within {timeout:g} s") from e
+        raise SendError(f"http {dest.url}: {e or type(e).__name__}") from e
+    finally:
+        cut.cancel()
+        conn.close()
+    if cut.fired:  # the answer was cut short: a partial body is no acknowledgement
+        raise SendError(f"http {dest.url}: no complete answer within {timeout:g} s")
+    if 200 <= status < 300:
+        return
+    retry = status in (408, 425, 429) or status >= 500
+    hint = " (redirects are not followed: configure the final URL)" if 300 <= status < 400 else ""
+    raise SendError(f"http {dest.url}: {status} {reason}{hint}", permanent=not retry)
 
 
 def sender(dest: Destination):
@@ -247,25 +390,37 @@ def _batches(items: list, n: int):
         yield items[i:i + n]
 
 
-def forward_alerts(spark, alerts: list[dict], day: str, huser: str, cfg: ForwardConfig, progress=print, sleep=time.sleep) -> dict:
-    """Send `alerts` to every destination, skipping ids its ledger has; {destination: counts}."""
+def forward_alerts(spark, alerts: list[dict], day: str, huser: str, cfg: ForwardConfig, progress=print, sleep=time.sleep,
+                   clock=time.monotonic) -> dict:
+    """Send `alerts` to every destination, skipping ids its ledger has; {destination: counts}.
+
+    The run ends by `cfg.deadline_seconds` whatever the receivers do; what was acknowledged by
+    then is in the ledgers, and a later run sends the rest."""
     out = {}
+    end = clock() + cfg.deadline_seconds
     for dest in cfg.destinations:
         ledger = Ledger(spark, day, huser, dest.name)
         todo = [a for a in alerts if a["event"]["id"] not in ledger]
         send, sent = sender(dest), 0
+
+        def stop(attempt: int, why: str) -> SpotAEError:
+            return SpotAEError(
+                f"forwarding {day} to {dest.name} stopped after {attempt} attempt(s): {why}. "
+                f"{sent} of {len(todo)} new alerts were acknowledged and are in {ledger.uri}; "
+                f"run `spot-ae alerts forward {day}` again to send the rest")
+
         for batch in _batches(todo, dest.batch):
             for attempt in range(1, cfg.attempts + 1):
+                left = end - clock()
+                if left <= 0:
+                    raise stop(attempt - 1, f"the run's deadline of {cfg.deadline_seconds:g} s has passed") from None
                 try:
-                    send(dest, batch, cfg.timeout_seconds)
+                    send(dest, batch, min(cfg.timeout_seconds, left))
                     break
                 except SendError as e:
                     if e.permanent or attempt == cfg.attempts:
-                        raise SpotAEError(
-                            f"forwarding {day} to {dest.name} stopped after {attempt} attempt(s): {e}. "
-                            f"{sent} of {len(todo)} new alerts were acknowledged and are in {ledger.uri}; "
-                            f"run `spot-ae alerts forward {day}` again to send the rest") from None
-                    wait = min(cfg.max_backoff_seconds, cfg.backoff_seconds * 2 ** (attempt - 1))
+                        raise stop(attempt, str(e)) from None
+                    wait = min(cfg.max_backoff_seconds, cfg.backoff_seconds * 2 ** (attempt - 1), max(0.0, end - clock()))
                     progress(f"{dest.name}: {e}; retry {attempt}/{cfg.attempts - 1} in {wait:g} s")
                     sleep(wait)
             ledger.add([a["event"]["id"] for a in batch])

@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import re
 import secrets
 import threading
 import time
@@ -22,8 +23,8 @@ from werkzeug.security import check_password_hash, generate_password_hash
 from spot_ae_job.oa import validate as V
 from spot_ae_job.oa.config import OAConfig
 from spot_ae_job.oa.query import Filters, suspicious_page
-from spot_ae_job.oa.results import BadData, NotFound, Results
-from spot_ae_job.oa.storage import StorageError, open_storage
+from spot_ae_job.oa.results import BadData, NotFound, Results, Unprocessable
+from spot_ae_job.oa.storage import NotAFile, StorageError, open_storage
 
 log = logging.getLogger("spot_ae_job.oa")
 
@@ -31,6 +32,10 @@ API = "/api/v1"
 _LOGIN_WINDOW_S = 300
 _LOGIN_MAX_FAILURES = 10
 _DUMMY_HASH = generate_password_hash(secrets.token_hex(8))  # same work for unknown users
+_SESSIONS_PER_USER = 16
+# `next` after login: a path of this site only. Only RFC 3986 path/query characters (no control
+# characters, which browsers drop: "/\t/evil" would become "//evil"), and never "//" or "/\" first.
+_NEXT = re.compile(r"\A/(?![/\\])[A-Za-z0-9\-._~!$&'()*+,;=:@%/?]{0,2000}\Z")
 
 CSP = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
@@ -61,6 +66,53 @@ class _LoginThrottle:
             self._fails.pop(who, None)
 
 
+class _Sessions:
+    """Live sessions, held by the server: the signed cookie only names one. Logout (or the end
+    of its lifetime, or idle time) ends a session for every copy of its cookie, which a cookie
+    that carries the login by itself cannot do. Held in memory: a restart logs everyone out."""
+
+    def __init__(self, lifetime_s: float, idle_s: float):
+        self.lifetime_s, self.idle_s = lifetime_s, idle_s
+        self._live: dict[str, dict] = {}
+        self._lock = threading.Lock()
+
+    def start(self, user: str) -> str:
+        sid = secrets.token_urlsafe(32)
+        now = time.monotonic()
+        with self._lock:
+            self._purge(now)
+            mine = sorted((s["start"], k) for k, s in self._live.items() if s["user"] == user)
+            for _, old in mine[: max(0, len(mine) - _SESSIONS_PER_USER + 1)]:  # a bounded number per user
+                del self._live[old]
+            self._live[sid] = {"user": user, "start": now, "seen": now}
+        return sid
+
+    def check(self, sid, user) -> bool:
+        """True while the session is live for this user; each check counts as activity."""
+        if not isinstance(sid, str) or not isinstance(user, str):
+            return False
+        now = time.monotonic()
+        with self._lock:
+            s = self._live.get(sid)
+            if s is None or s["user"] != user:
+                return False
+            if now - s["start"] > self.lifetime_s or now - s["seen"] > self.idle_s:
+                del self._live[sid]
+                return False
+            s["seen"] = now
+            return True
+
+    def end(self, sid) -> None:
+        if isinstance(sid, str):
+            with self._lock:
+                self._live.pop(sid, None)
+
+    def _purge(self, now: float) -> None:
+        for k in [k for k, s in self._live.items()
+                  if now - s["start"] > self.lifetime_s or now - s["seen"] > self.idle_s]:
+            del self._live[k]
+
+
 def create_app(config: OAConfig, storage=None) -> Flask:
     """The app for one configuration; `storage` defaults to the backend named by config.huser."""
     app = Flask(__name__)
@@ -80,6 +132,7 @@ def create_app(config: OAConfig, storage=None) -> Flask:
         storage = open_storage(config.huser, config.webhdfs, config.hdfs_user)
     results = Results(storage, cache_days=config.cache_days)
     throttle = _LoginThrottle()
+    sessions = _Sessions(config.session_hours * 3600, config.idle_minutes * 60)
     app.extensions["spot_oa"] = {"config": config, "results": results, "storage": storage}
 
     # -- helpers ---------------------------------------------------------------------------
@@ -87,8 +140,10 @@ def create_app(config: OAConfig, storage=None) -> Flask:
         return request.path.startswith(API + "/") or request.path == API
 
     def current_user():
-        name = session.get("user")
-        return config.users.get(name) if name else None
+        if "user" not in g:
+            name = session.get("user")
+            g.user = config.users.get(name) if sessions.check(session.get("sid"), name) else None
+        return g.user
 
     def csrf_token() -> str:
         if "csrf" not in session:
@@ -129,7 +184,12 @@ def create_app(config: OAConfig, storage=None) -> Flask:
     def json_body() -> dict:
         if not request.is_json:
             abort(415, description="send Content-Type: application/json")
-        body = request.get_json(silent=True)
+        try:  # parsed here: Flask's parser lets RecursionError through (deep nesting is a 500)
+            body = json.loads(request.get_data(cache=True))
+        except RecursionError:
+            raise V.Invalid("the JSON body is nested too deeply") from None
+        except ValueError:  # includes UnicodeDecodeError
+            raise V.Invalid("the body is not valid JSON") from None
         if not isinstance(body, dict):
             abort(400, description="the body must be a JSON object")
         return body
@@ -153,7 +213,12 @@ def create_app(config: OAConfig, storage=None) -> Flask:
     def _notfound(e):
         return _error(404, "Not Found", str(e))
 
+    @app.errorhandler(Unprocessable)
+    def _unprocessable(e):
+        return _error(422, "Unprocessable Content", str(e))
+
     @app.errorhandler(BadData)
+    @app.errorhandler(NotAFile)
     def _baddata(e):
         log.error("malformed results: %s", e)
         return _error(500, "Malformed Results", str(e))
@@ -185,6 +250,9 @@ def create_app(config: OAConfig, storage=None) -> Flask:
         resp.headers["X-Content-Type-Options"] = "nosniff"
         resp.headers["X-Frame-Options"] = "DENY"
         resp.headers["Referrer-Policy"] = "no-referrer"
+        resp.headers["Cross-Origin-Opener-Policy"] = "same-origin"
+        if config.secure_cookies:  # served over HTTPS: browsers must never fall back to plain HTTP
+            resp.headers["Strict-Transport-Security"] = "max-age=31536000"
         if is_api() or request.endpoint not in ("static",):
             resp.headers["Cache-Control"] = "no-store"
         return resp
@@ -205,11 +273,21 @@ def create_app(config: OAConfig, storage=None) -> Flask:
             log.warning("failed login for %r from %s", name, who)
             return None
         throttle.clear(who)
-        session.clear()
+        sessions.end(session.get("sid"))
+        session.clear()  # a new session id and CSRF token at every login: no fixation
         session.permanent = True
         session["user"] = user.name
+        session["sid"] = sessions.start(user.name)
+        g.pop("user", None)
         log.info("login %s (%s) from %s", user.name, user.role, who)
         return csrf_token()
+
+    def _end_session() -> None:
+        sessions.end(session.get("sid"))
+        if session.get("user"):
+            log.info("logout %s from %s", session.get("user"), request.remote_addr or "?")
+        session.clear()
+        g.pop("user", None)
 
     @app.get("/login")
     def login_page():
@@ -227,7 +305,7 @@ def create_app(config: OAConfig, storage=None) -> Flask:
     @app.post("/logout")
     def logout():
         check_csrf(request.form.get("csrf_token"))
-        session.clear()
+        _end_session()
         return redirect(url_for("login_page"))
 
     @app.post(f"{API}/login")
@@ -239,14 +317,14 @@ def create_app(config: OAConfig, storage=None) -> Flask:
         token = _authenticate(name[:128], password[:1024])
         if token is None:
             abort(401, description="wrong user name or password")
-        u = config.users[name]
+        u = config.users[name[:128]]
         return jsonify({"user": u.name, "role": u.role, "csrf_token": token})
 
     @app.post(f"{API}/logout")
     @login_required
     def api_logout():
         check_csrf(request.headers.get("X-CSRF-Token"))
-        session.clear()
+        _end_session()
         return jsonify({"ok": True})
 
     # -- pages -----------------------------------------------------------------------------
@@ -291,12 +369,16 @@ def create_app(config: OAConfig, storage=None) -> Flask:
     # -- API -------------------------------------------------------------------------------
     @app.get(f"{API}/health")
     def health():
+        """Ok only when the results root exists and is a directory: an empty or mistyped --huser
+        must not look healthy. Anonymous callers learn the storage kind, never its path."""
         try:
-            storage.stat("")
-            ok, detail = True, "storage reachable"
+            root = storage.stat("")
+            ok = root is not None and root.is_dir
+            detail = "results root readable" if ok else "results root does not exist (check --huser)"
         except Exception as e:  # noqa: BLE001 - health reports any failure
-            ok, detail = False, f"storage unreachable: {e}"
-        return jsonify({"status": "ok" if ok else "degraded", "storage": storage.describe(), "detail": detail}), (200 if ok else 503)
+            log.error("health: %s", e)
+            ok, detail = False, "storage unreachable (see the server log)"
+        return jsonify({"status": "ok" if ok else "degraded", "storage": getattr(storage, "kind", "storage"), "detail": detail}), (200 if ok else 503)
 
     @app.get(f"{API}/openapi.json")
     def openapi():
@@ -312,7 +394,9 @@ def create_app(config: OAConfig, storage=None) -> Flask:
     @login_required
     def api_days():
         args(set())
-        return jsonify({"days": results.days()})
+        days = results.days()
+        unreadable = [{"day": d["day"], "reason": d["problem"]} for d in days if "problem" in d]
+        return jsonify({"days": days, "unreadable": unreadable})
 
     @app.get(f"{API}/days/<day>/suspicious")
     @login_required
@@ -341,8 +425,8 @@ def create_app(config: OAConfig, storage=None) -> Flask:
         a = args({"sip", "dip"})
         sip = V.ip(a.get("sip"), "sip", required=True)
         dip = V.ip(a.get("dip"), "dip", required=True)
-        flows = results.connection(day, sip, dip)
-        return jsonify({"day": day, "sip": sip, "dip": dip, "count": len(flows), "flows": flows})
+        flows, unreadable = results.connection(day, sip, dip)
+        return jsonify({"day": day, "sip": sip, "dip": dip, "count": len(flows), "flows": flows, "unreadable": unreadable})
 
     @app.get(f"{API}/days/<day>/network")
     @login_required
@@ -406,7 +490,8 @@ def create_app(config: OAConfig, storage=None) -> Flask:
 
 
 def _safe_next(target: str | None) -> str:
-    """Only same-site absolute paths: never an open redirect to another host."""
-    if target and target.startswith("/") and not target.startswith("//") and "\\" not in target:
+    """Only same-site absolute paths: never an open redirect to another host (and never a
+    header with CR/LF in it)."""
+    if isinstance(target, str) and _NEXT.match(target):
         return target
     return "/"

@@ -38,8 +38,8 @@ def _hash(args) -> int:
         if getpass.getpass("Again: ") != pw:
             print("spot-ae oa: error: the passwords differ", file=sys.stderr)
             return 2
-    if len(pw) < 8:
-        print("spot-ae oa: error: use at least 8 characters", file=sys.stderr)
+    if not 12 <= len(pw) <= 128:  # OWASP ASVS 2.1.1/2.1.2: at least 12, and long passphrases allowed
+        print("spot-ae oa: error: use at least 12 characters (and at most 128)", file=sys.stderr)
         return 2
     print(generate_password_hash(pw))
     return 0
@@ -66,14 +66,25 @@ def _serve(args) -> int:
         print(f"spot-ae oa: error: {e}", file=sys.stderr)
         return 2
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from waitress import create_server
+
+    try:  # bind first: a port in use is the operator's to fix, one line, not a traceback
+        server = create_server(app, host=args.host, port=args.port, threads=args.threads, ident="spot-ae-oa")
+    except (OSError, ValueError) as e:
+        print(f"spot-ae oa: error: cannot listen on {args.host}:{args.port}: {getattr(e, 'strerror', None) or e}",
+              file=sys.stderr)
+        return 2
     storage = app.extensions["spot_oa"]["storage"]
     print(f"spot-ae oa: serving {storage.describe()} on http://{args.host}:{args.port}/ ({cfg.mode} mode, "
           f"{len(cfg.users)} user(s))", flush=True)
     if cfg.one_time_password:
         print(f"spot-ae oa: dev mode: log in as 'analyst' with the one-time password {cfg.one_time_password}", flush=True)
-    from waitress import serve
-
-    serve(app, host=args.host, port=args.port, threads=args.threads, ident="spot-ae-oa")
+    try:
+        server.run()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.close()
     return 0
 
 

@@ -14,7 +14,7 @@ import re
 
 from spot_ae_job.ingest.summary import SUMMARY_COLUMNS, totals
 
-_PART = {"y": re.compile(r"^y=\d{4}$"), "m": re.compile(r"^m=\d{1,2}$"), "d": re.compile(r"^d=\d{1,2}$")}
+_PART = {"y": re.compile(r"\Ay=[0-9]{4}\Z"), "m": re.compile(r"\Am=[0-9]{1,2}\Z"), "d": re.compile(r"\Ad=[0-9]{1,2}\Z")}
 ROOT = "ingest_summary"
 
 

@@ -17,7 +17,10 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import io
+import ipaddress
 import json
+import logging
+import math
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -32,9 +35,12 @@ from pyspark.sql import types as T  # types only: no JVM is started
 
 from spot_ae_job.explain import EXPLANATION_SCHEMA
 from spot_ae_job import verdicts as verdict_store
+from spot_ae_job.errors import SpotAEError
 from spot_ae_job.oa.storage import Entry, StorageError, write_lock
 from spot_ae_job.oa.validate import DAY_RE
 from spot_ae_job.schema import FEEDBACK_COLUMNS, FLOW_SCHEMA, RESULT_COLUMNS
+
+log = logging.getLogger("spot_ae_job.oa")
 
 SCORE = "score"
 RANK = "rank"
@@ -64,6 +70,77 @@ class BadData(Exception):
     """A results file exists but does not have Spot's layout."""
 
 
+class Unprocessable(Exception):
+    """The request is well formed but this flow cannot take it (e.g. a verdict on a flow without IPs)."""
+
+
+def _why(e: BaseException) -> str:
+    """One short line for the `unreadable` lists and error messages."""
+    if isinstance(e, RecursionError):
+        return "nested too deeply"
+    return " ".join(str(e).split())[:200] or type(e).__name__
+
+
+def _json_object(data: bytes, what: str) -> dict:
+    try:
+        obj = json.loads(data)
+    except RecursionError:
+        raise BadData(f"{what} is nested too deeply") from None
+    except ValueError as e:  # includes UnicodeDecodeError
+        raise BadData(f"{what} is not valid JSON: {_why(e)}") from None
+    if not isinstance(obj, dict):
+        raise BadData(f"{what} is not a JSON object")
+    return obj
+
+
+def _text(v) -> str:
+    return "" if v is None or v is pd.NA or (isinstance(v, float) and v != v) else str(v)
+
+
+def _opt_int(v) -> int | None:
+    """An integer field of a results row, or None where the input had none (NaN after parsing)."""
+    if v is None or v is pd.NA:
+        return None
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return None
+    return int(f) if math.isfinite(f) else None
+
+
+def _is_ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+        return True
+    except ValueError:
+        return False
+
+
+def _verdict_record(line: str) -> dict:
+    """One verdict line, checked enough that the in-force rule and the page cannot trip on it."""
+    v = json.loads(line)
+    if not isinstance(v, dict):
+        raise ValueError("a verdict line is not a JSON object")
+    missing = [k for k in verdict_store.FIELDS if k not in v]
+    if missing:
+        raise ValueError(f"missing field(s) {', '.join(missing)}")
+    if isinstance(v["sev"], bool) or v["sev"] not in verdict_store.SEVERITIES:
+        raise ValueError(f"sev must be 1, 2 or 3, got {v['sev']!r}")
+    for k in ("id", "when", "sip", "dip", "proto", "day"):
+        if not isinstance(v[k], str):
+            raise ValueError(f"{k} must be a string")
+    if isinstance(v["dport"], bool) or not isinstance(v["dport"], int):
+        raise ValueError("dport must be an integer")
+    if v["model_version"] is not None and not isinstance(v["model_version"], str):
+        raise ValueError("model_version must be a string or null")
+    verdict_store.parse_time(v["when"])  # ValueError if it is not a time
+    if v["expires"] is not None:
+        if not isinstance(v["expires"], str):
+            raise ValueError("expires must be a time or null")
+        verdict_store.parse_time(v["expires"])
+    return v
+
+
 @dataclass
 class DayTable:
     key: tuple
@@ -82,6 +159,13 @@ def _jsonable(v):
     if isinstance(v, float) and v != v:
         return None
     return v
+
+
+def _scalar(v):
+    """A run.json value shown as-is only if it is a plain value (a hand-edited file may hold anything)."""
+    if isinstance(v, (str, int, float, bool)) or v is None:
+        return None if isinstance(v, float) and not math.isfinite(v) else v
+    return None
 
 
 def records(df: pd.DataFrame) -> list[dict]:
@@ -107,25 +191,39 @@ class Results:
         return f"scored_results/{day}"
 
     def days(self) -> list[dict]:
-        """Days that have a results file, newest first, with run.json's counts when present."""
+        """Days that have a results file, newest first, with run.json's counts when present.
+
+        A day whose run.json (or directory) cannot be read is still listed, with its `problem`:
+        one bad day must not hide the others."""
         out = []
         for e in self.storage.list("scored_results"):
             if not (e.is_dir and DAY_RE.match(e.name)):
                 continue
-            csv_entry = self.storage.stat(f"scored_results/{e.name}/scores/flow_results.csv")
-            streamed = bool(self._stream_entries(e.name))
+            try:
+                csv_entry = self.storage.stat(f"scored_results/{e.name}/scores/flow_results.csv")
+                streamed = bool(self._stream_entries(e.name))
+            except StorageError as err:
+                out.append({"day": e.name, "problem": _why(err)})
+                continue
             if csv_entry is None and not streamed:
                 continue
-            run = self._run_json(e.name) if csv_entry is not None else {}
-            out.append({
+            problem = None
+            try:
+                run = self._run_json(e.name) if csv_entry is not None else {}
+            except (BadData, StorageError) as err:
+                run, problem = {}, _why(err)
+            item = {
                 "day": e.name,
-                "model": run.get("model", "ae" if streamed else None),
-                "flows_scored": run.get("flows_scored"),
-                "suspicious": run.get("suspicious"),
-                "threshold": run.get("threshold"),
-                "created": run.get("created"),
+                "model": _scalar(run.get("model", "ae" if streamed else None)),
+                "flows_scored": _scalar(run.get("flows_scored")),
+                "suspicious": _scalar(run.get("suspicious")),
+                "threshold": _scalar(run.get("threshold")),
+                "created": _scalar(run.get("created")),
                 "streamed": streamed,
-            })
+            }
+            if problem:
+                item["problem"] = problem
+            out.append(item)
         return sorted(out, key=lambda d: d["day"], reverse=True)
 
     def has_day(self, day: str) -> bool:
@@ -160,7 +258,10 @@ class Results:
                 tables = []
                 for rel in self._parts(f"{root}/{e.name}"):
                     with self.storage.open(rel) as f:
-                        tables.append(pq.read_table(f, columns=[*RESULT_COLUMNS, MODEL_VERSION]))
+                        try:
+                            tables.append(pq.read_table(f, columns=[*RESULT_COLUMNS, MODEL_VERSION]))
+                        except (pa.ArrowException, ValueError, OSError) as err:
+                            raise BadData(f"{rel} is not a readable Parquet file of streamed results: {_why(err)}") from None
                 cols = {c: pd.Series(dtype="float64" if c == SCORE else "object") for c in [*RESULT_COLUMNS, MODEL_VERSION]}
                 hit = pa.concat_tables(tables).to_pandas() if tables else pd.DataFrame(cols)
                 with self._lock:
@@ -177,11 +278,7 @@ class Results:
         rel = f"{self._day_dir(day)}/run.json"
         if self.storage.stat(rel) is None:
             return {}
-        try:
-            run = json.loads(self.storage.read(rel))
-        except (ValueError, UnicodeDecodeError) as e:
-            raise BadData(f"run.json of {day} is not valid JSON: {e}") from None
-        return run if isinstance(run, dict) else {}
+        return _json_object(self.storage.read(rel), f"run.json of {day}")
 
     # -- suspicious connects -----------------------------------------------------------------
     def table(self, day: str) -> pd.DataFrame:
@@ -229,35 +326,31 @@ class Results:
                 io.BytesIO(data),
                 convert_options=pacsv.ConvertOptions(column_types=types, strings_can_be_null=False),
             )
-        except pa.ArrowInvalid as e:
-            raise BadData(f"flow_results.csv of {day} cannot be parsed: {e}") from None
+        except pa.ArrowException as e:
+            raise BadData(f"flow_results.csv of {day} cannot be parsed: {_why(e)}") from None
         df = tbl.to_pandas()
         df.insert(0, RANK, np.arange(1, len(df) + 1, dtype=np.int64))
         return df
 
     # -- connection details ------------------------------------------------------------------
-    def connection(self, day: str, sip: str, dip: str) -> list[dict]:
-        """Every flow of the day between two IPs, both directions, from all_scores/ Parquet."""
+    def connection(self, day: str, sip: str, dip: str) -> tuple[list[dict], list[dict]]:
+        """Every flow of the day between two IPs, both directions, from all_scores/ Parquet; and the
+        part files that could not be read (each fails alone and is listed, never silently skipped)."""
         parts = self._parts(f"{self._day_dir(day)}/all_scores")
         if not parts:  # no batch run: the streamed flows
             for d in self._committed_batch_dirs(day, STREAM_ALL_SCORES):
                 parts += self._parts(d)
         if not parts:
             raise NotFound(f"no all_scores for {day}")
-        tables = []
+        tables, unreadable = [], []
         for rel in parts:
-            with self.storage.open(rel) as f:
-                pf = pq.ParquetFile(f)
-                cols = [c for c in [*DETAIL_COLUMNS, MODEL_VERSION] if c in pf.schema_arrow.names]
-                # read the two IP columns first; the other columns only of row groups that match
-                for i in range(pf.num_row_groups):
-                    ips = pf.read_row_group(i, columns=["sip", "dip"])
-                    s, d = ips["sip"], ips["dip"]
-                    mask = pc.or_(pc.and_(pc.equal(s, sip), pc.equal(d, dip)), pc.and_(pc.equal(s, dip), pc.equal(d, sip)))
-                    if pc.any(mask).as_py():
-                        tables.append(pf.read_row_group(i, columns=cols).filter(mask))
+            try:
+                tables += self._connection_rows(rel, sip, dip)
+            except (pa.ArrowException, ValueError, OSError, KeyError) as err:
+                log.error("unreadable part file %s: %s", rel, err)
+                unreadable.append({"file": rel, "reason": f"not a readable Parquet file of scores: {_why(err)}"})
         if not tables:
-            return []
+            return [], unreadable
         t = pa.concat_tables(tables, promote_options="default")
         df = t.to_pandas()
         if RANK in df:
@@ -265,7 +358,21 @@ class Results:
         sort = [c for c in ("unix_tstamp", "treceived") if c in df]
         if sort:
             df = df.sort_values(sort, kind="stable")
-        return records(df)
+        return records(df), unreadable
+
+    def _connection_rows(self, rel: str, sip: str, dip: str) -> list[pa.Table]:
+        out = []
+        with self.storage.open(rel) as f:
+            pf = pq.ParquetFile(f)
+            cols = [c for c in [*DETAIL_COLUMNS, MODEL_VERSION] if c in pf.schema_arrow.names]
+            # read the two IP columns first; the other columns only of row groups that match
+            for i in range(pf.num_row_groups):
+                ips = pf.read_row_group(i, columns=["sip", "dip"])
+                s, d = ips["sip"], ips["dip"]
+                mask = pc.or_(pc.and_(pc.equal(s, sip), pc.equal(d, dip)), pc.and_(pc.equal(s, dip), pc.equal(d, sip)))
+                if pc.any(mask).as_py():
+                    out.append(pf.read_row_group(i, columns=cols).filter(mask))
+        return out
 
     # -- network view -----------------------------------------------------------------------
     def network(self, day: str, top: int) -> dict:
@@ -311,8 +418,16 @@ class Results:
         rel = self._feedback_rel(day)
         if self.storage.stat(rel) is None:
             return []
-        text = self.storage.read(rel).decode("utf-8")
-        rows = list(csv.DictReader(io.StringIO(text)))
+        try:
+            text = self.storage.read(rel).decode("utf-8")
+            reader = csv.DictReader(io.StringIO(text, newline=""))
+            rows = list(reader)
+        except UnicodeDecodeError:
+            raise BadData(f"feedback/ml_feedback.csv of {day} is not UTF-8 text") from None
+        except csv.Error as e:
+            raise BadData(f"feedback/ml_feedback.csv of {day} is not CSV: {_why(e)}") from None
+        if rows and reader.fieldnames != FEEDBACK_COLUMNS or any(None in r or None in r.values() for r in rows):
+            raise BadData(f"feedback/ml_feedback.csv of {day} does not have Spot's fields {','.join(FEEDBACK_COLUMNS)}")
         return rows
 
     @staticmethod
@@ -325,72 +440,101 @@ class Results:
 
         The flow's fields come from the results file, never from the request, so a verdict always
         names a real scored flow. A new verdict on the same flow replaces the old one.
+
+        The two writes belong together: everything is read and checked before either is made, the
+        verdict file (a new file) is written first, and if the feedback file then cannot be
+        written the verdict file is removed again, so the two never disagree after an error.
         """
         df = self.table(day)
         if rank < 1 or rank > len(df):
             raise NotFound(f"{day} has no suspicious flow ranked {rank} (1..{len(df)})")
         row = df.iloc[rank - 1]
+        sip, dip, dport = _text(row["sip"]), _text(row["dip"]), _opt_int(row["dport"])
+        if not (_is_ip(sip) and _is_ip(dip)) or dport is None:
+            raise Unprocessable(
+                f"the flow ranked {rank} on {day} has no source/destination IP address or destination port "
+                f"(its input had none): verdicts are kept per connection (sip, dip, dport, proto), so it cannot take one")
         verdict = {
-            "sev": int(sev), "tstart": str(row["treceived"]), "srcIP": str(row["sip"]), "dstIP": str(row["dip"]),
-            "sport": int(row["sport"]), "dport": int(row["dport"]), "ipkt": int(row["ipkt"]), "ibyt": int(row["ibyt"]),
+            "sev": int(sev), "tstart": _text(row["treceived"]), "srcIP": sip, "dstIP": dip,
+            "sport": _opt_int(row["sport"]), "dport": dport, "ipkt": _opt_int(row["ipkt"]), "ibyt": _opt_int(row["ibyt"]),
         }
+        model_version = self._run_json(day).get("model_version")
+        try:
+            record = verdict_store.new_verdict(
+                sip=sip, dip=dip, dport=dport, proto=_text(row["proto"]), sev=int(sev), who=who, day=day,
+                model_version=model_version if isinstance(model_version, str) else None, tstart=verdict["tstart"],
+                sport=verdict["sport"], ipkt=verdict["ipkt"], ibyt=verdict["ibyt"], expires=expires,
+            )
+        except SpotAEError as e:
+            raise Unprocessable(f"the flow ranked {rank} on {day} cannot take a verdict: {e}") from None
+        csv_row = {k: ("" if v is None else v) for k, v in verdict.items()}
         rel = self._feedback_rel(day)
         with write_lock(f"{id(self.storage)}:{rel}"):
-            existing = self.feedback(day)
-            kept = [r for r in existing if self._flow_key(r) != self._flow_key(verdict)]
+            kept = [r for r in self.feedback(day) if self._flow_key(r) != self._flow_key(csv_row)]
             buf = io.StringIO()
             w = csv.DictWriter(buf, fieldnames=FEEDBACK_COLUMNS, lineterminator="\n", extrasaction="ignore")
             w.writeheader()
-            w.writerows(kept + [verdict])
-            self.storage.write_atomic(rel, buf.getvalue().encode("utf-8"))
-        record = verdict_store.new_verdict(
-            sip=verdict["srcIP"], dip=verdict["dstIP"], dport=verdict["dport"], proto=str(row["proto"]), sev=int(sev),
-            who=who, day=day, model_version=self._run_json(day).get("model_version"), tstart=verdict["tstart"],
-            sport=verdict["sport"], ipkt=verdict["ipkt"], ibyt=verdict["ibyt"], expires=expires,
-        )
-        self.storage.write_atomic(verdict_store.file_name(record), verdict_store.to_line(record))  # a new file: never rewritten
+            w.writerows(kept + [csv_row])
+            vrel = verdict_store.file_name(record)
+            self.storage.write_atomic(vrel, verdict_store.to_line(record))  # a new file: never rewritten
+            try:
+                self.storage.write_atomic(rel, buf.getvalue().encode("utf-8"))
+            except BaseException:
+                try:
+                    self.storage.delete(vrel)
+                except Exception:  # noqa: BLE001 - the first error is the one to report
+                    log.critical("verdict %s was written but %s was not, and the verdict could not be removed: "
+                                 "delete %s by hand", record["id"], rel, vrel)
+                raise
         return {**verdict, "verdict_id": record["id"], "expires": record["expires"]}
 
     # -- the verdict store (spans days) ------------------------------------------------------
-    def all_verdicts(self) -> list[dict]:
-        out = []
+    def all_verdicts(self) -> tuple[list[dict], list[dict]]:
+        """Every readable verdict record, and the files that are not (each fails alone, listed)."""
+        out, unreadable = [], []
         for e in self.storage.list(verdict_store.VERDICTS_DIR):
             if e.is_dir or not e.name.endswith(".json") or e.name.startswith((".", "_")):
                 continue
-            for line in self.storage.read(f"{verdict_store.VERDICTS_DIR}/{e.name}").decode("utf-8").splitlines():
-                if line.strip():
-                    try:
-                        out.append(json.loads(line))
-                    except ValueError as err:
-                        raise BadData(f"verdict file {e.name} is not JSON lines: {err}") from None
-        return out
+            rel = f"{verdict_store.VERDICTS_DIR}/{e.name}"
+            try:
+                lines = self.storage.read(rel).decode("utf-8").splitlines()
+                out += [_verdict_record(line) for line in lines if line.strip()]
+            except (ValueError, RecursionError, StorageError) as err:  # UnicodeDecodeError is a ValueError
+                unreadable.append({"file": rel, "reason": _why(err)})
+        return out, unreadable
 
     def verdicts_overview(self, now: dt.datetime | None = None) -> dict:
         """Every verdict with what it changed: whether it is in force, and the alerts it
-        suppressed in each run (from each day's alerts_summary.json); precision per model."""
-        allv = self.all_verdicts()
+        suppressed in each run (from each day's alerts_summary.json); precision per model.
+        Files that cannot be read are listed under `unreadable` and leave the rest alone."""
+        allv, unreadable = self.all_verdicts()
         live = {v["id"] for v in verdict_store.in_force(allv, now)}
         suppressed: dict[str, list[dict]] = {}
         for e in self.storage.list("scored_results"):
             if not (e.is_dir and DAY_RE.match(e.name)):
                 continue
             rel = f"scored_results/{e.name}/alerts_summary.json"
-            if self.storage.stat(rel) is None:
-                continue
             try:
-                summ = json.loads(self.storage.read(rel))
-            except ValueError:
-                raise BadData(f"alerts_summary.json of {e.name} is not valid JSON") from None
-            for vid, n in (summ.get("suppressed_by_verdict") or {}).items():
-                suppressed.setdefault(vid, []).append({"day": e.name, "model_version": summ.get("model_version"),
-                                                       "created": summ.get("created"), "suppressed": int(n)})
+                if self.storage.stat(rel) is None:
+                    continue
+                summ = _json_object(self.storage.read(rel), f"alerts_summary.json of {e.name}")
+                per = summ.get("suppressed_by_verdict") or {}
+                if not isinstance(per, dict):
+                    raise BadData("suppressed_by_verdict is not an object")
+                runs = {str(vid): int(n) for vid, n in per.items()}
+            except (BadData, StorageError, ValueError, TypeError) as err:
+                unreadable.append({"file": rel, "reason": _why(err)})
+                continue
+            for vid, n in runs.items():
+                suppressed.setdefault(vid, []).append({"day": e.name, "model_version": _scalar(summ.get("model_version")),
+                                                       "created": _scalar(summ.get("created")), "suppressed": n})
         rows = []
         for v in sorted(allv, key=lambda v: (v["when"], v["id"]), reverse=True):
             runs = suppressed.get(v["id"], [])
             rows.append({**v, "severity": verdict_store.SEVERITIES.get(v["sev"]), "in_force": v["id"] in live,
                          "suppressed_alerts": sum(r["suppressed"] for r in runs), "suppressed_in": runs,
                          "in_training": v["id"] in live and v["sev"] == 3})
-        return {"verdicts": rows, "precision": verdict_store.precision_by_model(allv)}
+        return {"verdicts": rows, "precision": verdict_store.precision_by_model(allv), "unreadable": unreadable}
 
     # -- ingest summary ----------------------------------------------------------------------
     def ingest_summary(self) -> dict | None:
@@ -399,4 +543,4 @@ class Results:
         return read_summary(self.storage)
 
 
-__all__ = ["Results", "NotFound", "BadData", "StorageError", "Entry", "records", "DETAIL_COLUMNS", "RANK", "SCORE"]
+__all__ = ["Results", "NotFound", "BadData", "Unprocessable", "StorageError", "Entry", "records", "DETAIL_COLUMNS", "RANK", "SCORE"]

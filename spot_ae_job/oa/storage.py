@@ -8,8 +8,10 @@ anything that could climb out of that root even if a caller forgot to validate.
 from __future__ import annotations
 
 import io
+import logging
 import os
 import re
+import stat as stat_mod
 import tempfile
 import threading
 import uuid
@@ -17,11 +19,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
-_SEGMENT = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.=-]*$")
+log = logging.getLogger("spot_ae_job.oa")
+_SEGMENT = re.compile(r"\A[A-Za-z0-9_][A-Za-z0-9_.=-]*\Z")  # \Z: no trailing newline either
 
 
 class StorageError(Exception):
-    """Storage could not be read or written (HDFS down, permission denied...)."""
+    """Storage could not be read or written (HDFS down, permission denied...).
+
+    Messages name paths relative to `{huser}/flow` only: they reach API callers, and the server's
+    own directory layout is none of their business (the full path goes to the server log)."""
+
+
+class NotAFile(StorageError):
+    """A directory (or something else) stands where a results file should be: bad data, not an outage."""
 
 
 @dataclass(frozen=True)
@@ -44,6 +54,8 @@ def _clean(rel: str) -> list[str]:
 class LocalStorage:
     """`file:///abs/path/user/spot`: the laptop and test backend."""
 
+    kind = "file"
+
     def __init__(self, huser_path: str):
         self.root = Path(huser_path) / "flow"
 
@@ -53,24 +65,39 @@ class LocalStorage:
     def _p(self, rel: str) -> Path:
         return self.root.joinpath(*_clean(rel))
 
+    def _fail(self, what: str, rel: str, e: OSError) -> StorageError:
+        log.error("storage: cannot %s %s: %s", what, self._p(rel), e)
+        if isinstance(e, IsADirectoryError):
+            return NotAFile(f"{rel} is a directory, not a file")
+        return StorageError(f"cannot {what} {rel}: {e.strerror or type(e).__name__}")
+
     def stat(self, rel: str) -> Entry | None:
         p = self._p(rel)
         try:
             st = p.stat()
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):
             return None
         except OSError as e:
-            raise StorageError(f"cannot stat {p}: {e}") from e
-        return Entry(p.name, p.is_dir(), st.st_size, int(st.st_mtime * 1000))
+            raise self._fail("stat", rel, e) from e
+        return Entry(p.name, stat_mod.S_ISDIR(st.st_mode), st.st_size, int(st.st_mtime * 1000))
 
     def list(self, rel: str) -> list[Entry]:
         p = self._p(rel)
         if not p.is_dir():
             return []
         out = []
-        for c in sorted(p.iterdir()):
-            st = c.stat()
-            out.append(Entry(c.name, c.is_dir(), st.st_size, int(st.st_mtime * 1000)))
+        try:
+            children = sorted(p.iterdir())
+        except OSError as e:
+            raise self._fail("list", rel, e) from e
+        for c in children:
+            try:
+                st = c.stat()
+            except FileNotFoundError:  # gone since the listing, or a dangling link
+                continue
+            except OSError as e:
+                raise self._fail("stat", f"{rel}/{c.name}", e) from e
+            out.append(Entry(c.name, stat_mod.S_ISDIR(st.st_mode), st.st_size, int(st.st_mtime * 1000)))
         return out
 
     def read(self, rel: str) -> bytes:
@@ -78,25 +105,40 @@ class LocalStorage:
         try:
             return p.read_bytes()
         except OSError as e:
-            raise StorageError(f"cannot read {p}: {e}") from e
+            raise self._fail("read", rel, e) from e
 
     def open(self, rel: str):
         """A seekable file for pyarrow (reads only the column chunks it needs)."""
-        return open(self._p(rel), "rb")
+        try:
+            return open(self._p(rel), "rb")
+        except OSError as e:
+            raise self._fail("read", rel, e) from e
+
+    def delete(self, rel: str) -> None:
+        """Remove one file (undoing a write whose partner failed)."""
+        try:
+            self._p(rel).unlink(missing_ok=True)
+        except OSError as e:
+            raise self._fail("delete", rel, e) from e
 
     def write_atomic(self, rel: str, data: bytes) -> None:
         p = self._p(rel)
-        p.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
+        try:
+            p.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
+        except OSError as e:
+            raise self._fail("write", rel, e) from e
         try:
             with os.fdopen(fd, "wb") as f:
                 f.write(data)
                 f.flush()
                 os.fsync(f.fileno())
             os.replace(tmp, p)
-        except BaseException:
+        except BaseException as e:
             if os.path.exists(tmp):
                 os.unlink(tmp)
+            if isinstance(e, OSError):
+                raise self._fail("write", rel, e) from e
             raise
 
 
@@ -131,6 +173,8 @@ class _WebHDFSFile(io.RawIOBase):
 class WebHDFSStorage:
     """`hdfs://namenode:8020/user/spot` reached at `http://namenode:9870` through WebHDFS."""
 
+    kind = "webhdfs"
+
     def __init__(self, client, huser_path: str):
         self.client = client
         self.root = "/" + "/".join(_clean(huser_path)) + "/flow"
@@ -150,7 +194,11 @@ class WebHDFSStorage:
         try:
             return fn(*a, **kw)
         except Exception as e:  # WebHDFSError, URLError, socket errors: one message for the API
-            raise StorageError(f"WebHDFS {what} failed: {e}") from e
+            log.error("storage: WebHDFS %s failed: %s", what, e)
+            text = " ".join(str(e).replace(self.root, "flow").split())[:300]  # no server paths for callers
+            if "not a file" in text.lower():
+                raise NotAFile(f"WebHDFS {what}: a directory stands where a file should be ({text})") from e
+            raise StorageError(f"WebHDFS {what} failed: {text}") from e
 
     def stat(self, rel: str) -> Entry | None:
         p = self._p(rel)
@@ -168,6 +216,9 @@ class WebHDFSStorage:
 
     def open(self, rel: str):
         return io.BufferedReader(self._call("read", _WebHDFSFile, self.client, self._p(rel)))
+
+    def delete(self, rel: str) -> None:
+        self._call("delete", self.client.delete, self._p(rel))
 
     def write_atomic(self, rel: str, data: bytes) -> None:
         """Write a temp file beside the target, then rename it into place.

@@ -9,8 +9,9 @@ import datetime as dt
 import ipaddress
 import re
 
-DAY_RE = re.compile(r"^[0-9]{8}$")
-_PROTO_RE = re.compile(r"^[A-Za-z0-9_-]{1,16}$")
+# \A..\Z, not ^..$: `$` also matches before a trailing newline, and "20180216\n" is not a day.
+DAY_RE = re.compile(r"\A[0-9]{8}\Z")
+_PROTO_RE = re.compile(r"\A[A-Za-z0-9_-]{1,16}\Z")
 
 SORT_KEYS = ["rank", "score", "treceived", "sip", "dip", "sport", "dport", "proto", "tdur", "ipkt", "ibyt", "opkt", "obyt"]
 MAX_PAGE_SIZE = 500

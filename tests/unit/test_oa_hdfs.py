@@ -55,7 +55,7 @@ def test_hdfs_backend_gives_the_same_answers_as_local_files(both):
     assert answers["hdfs"][1]["total"] > 0 and answers["hdfs"][2]["count"] > 0
     assert answers["hdfs"] == answers["file"]
     health = apps["hdfs"].test_client().get("/api/v1/health").json
-    assert health["status"] == "ok" and health["storage"].startswith("webhdfs http://")
+    assert health["status"] == "ok" and health["storage"] == "webhdfs"
 
 
 def test_verdicts_land_on_hdfs_in_spots_fields_and_replace_atomically(both):
@@ -75,6 +75,25 @@ def test_verdicts_land_on_hdfs_in_spots_fields_and_replace_atomically(both):
     ]
 
 
+def test_over_webhdfs_a_directory_for_a_file_is_named_without_the_hdfs_path(both):
+    apps, client, hpath = both
+    rel = f"{hpath}/flow/scored_results/{DAY}/scores/flow_results.csv"
+    client.delete(rel)
+    client.mkdirs(rel)
+    c = apps["hdfs"].test_client()
+    login(c)
+    r = c.get(f"/api/v1/days/{DAY}/suspicious")
+    assert r.status_code == 500 and r.json["error"] == "Malformed Results", r.json
+    assert hpath not in r.get_data(as_text=True)
+
+
+def test_over_webhdfs_a_missing_results_root_is_not_healthy(hdfs_local, hdfs_huser):
+    cfg = _config()
+    cfg.huser, cfg.webhdfs = hdfs_huser + "/never-made", hdfs_local.http_url
+    r = create_app(cfg).test_client().get("/api/v1/health")
+    assert r.status_code == 503 and r.json["status"] == "degraded"
+
+
 def test_hdfs_down_is_a_503_with_a_message_not_a_crash(both, hdfs_local):
     apps, _, _ = both
     c = apps["hdfs"].test_client()
@@ -86,3 +105,4 @@ def test_hdfs_down_is_a_503_with_a_message_not_a_crash(both, hdfs_local):
         assert c.get("/api/v1/health").status_code == 503
     finally:
         hdfs_local.start_namenode(wait=True)
+

@@ -70,17 +70,34 @@ def test_a_plain_password_in_the_config_is_refused(tmp_path):
 
 @pytest.mark.parametrize("text,fragment", [
     ("mode = 'prod'\n", "mode must be"),
-    ("colour = 1\n", "unknown key(s) colour"),
+    ("colour = 1\n", "unknown key(s) 'colour'"),
     ("secret_key = 'short'\n", "at least 16"),
     ("max_request_bytes = 10\n", "max_request_bytes must be"),
     ("[users.bob]\npassword_hash = 'scrypt:1$x'\nrole = 'root'\n", "role must be one of"),
     ("users = = 1\n", "not valid TOML"),
+    # issue 22: values that used to be taken as they came
+    ("session_hours = 1e9\n", "session_hours must be a number in 0.1..12"),  # every login was a 500
+    ("session_hours = -1\n", "session_hours must be a number in 0.1..12"),  # cookies born expired
+    ("session_hours = nan\n", "session_hours must be a number in 0.1..12"),
+    ("session_hours = '8'\n", "session_hours must be a number in 0.1..12"),
+    ("session_hours = true\n", "session_hours must be a number in 0.1..12"),
+    ("idle_minutes = 0\n", "idle_minutes must be an integer in 1..720"),
+    ("secure_cookies = 'false'\n", "secure_cookies must be true or false (without quotes)"),
+    ("secret_key_file = 5\n", "secret_key_file must be a file name"),
+    ("secret_key = 1234567890123456789\n", "secret_key must be a string"),
+    ("[users.alice]\npassword_hash = 'scrypt:1$x'\nrol = 'viewer'\n", "unknown key(s) 'rol'"),
+    ('[users."bob\\nadmin"]\npassword_hash = "scrypt:1$x"\n', "must be 1-64 letters, digits"),
 ])
 def test_config_mistakes_are_named(tmp_path, text, fragment):
     cfg = tmp_path / "oa.toml"
     cfg.write_text(text)
     with pytest.raises(ConfigError, match=fragment.replace("(", r"\(").replace(")", r"\)")):
         load(str(cfg), "file:///tmp")
+
+
+def test_a_config_path_that_is_a_directory_is_one_clear_error(tmp_path):
+    with pytest.raises(ConfigError, match="cannot be read"):
+        load(str(tmp_path), "file:///tmp")
 
 
 def test_dev_mode_without_users_makes_one_random_one_time_password(tmp_path):
@@ -103,9 +120,10 @@ def test_hash_password_makes_a_hash_the_server_accepts(tmp_path):
     assert load(str(cfg), "file:///tmp").users["alice"].role == "analyst"
 
 
-def test_short_passwords_are_refused():
-    r = oa("hash-password", "--password-stdin", stdin="short\n")
-    assert r.returncode == 2 and "at least 8" in r.stderr
+@pytest.mark.parametrize("pw", ["short", "elevenchars", "x" * 129])
+def test_passwords_outside_12_to_128_characters_are_refused(pw):
+    r = oa("hash-password", "--password-stdin", stdin=pw + "\n")
+    assert r.returncode == 2 and "at least 12 characters" in r.stderr
 
 
 @pytest.mark.parametrize("args,fragment", [

@@ -60,6 +60,15 @@ const OA = (() => {
   };
 
   const SEV = { 1: "High", 2: "Medium", 3: "Low" };
+
+  // Files the server could not read are listed by the API, never hidden: say so under the table.
+  function unreadableNote(id, items) {
+    const p = document.getElementById(id);
+    if (!p || !items || !items.length) return;
+    p.textContent = `${items.length} item(s) could not be read and are left out: ` +
+      items.map((u) => `${u.file || u.day} (${u.reason})`).join("; ");
+    p.hidden = false;
+  }
   const flowKey = (r) => [r.treceived, r.sip, r.dip, r.sport, r.dport, r.ipkt, r.ibyt].join("|");
   const fbKey = (f) => [f.tstart, f.srcIP, f.dstIP, f.sport, f.dport, f.ipkt, f.ibyt].join("|");
 
@@ -115,6 +124,7 @@ const OA = (() => {
           el("td", { class: "num", text: fmt.score(x.threshold) }),
           el("td", { text: x.created || "" })));
       }
+      unreadableNote("days-unreadable", d.unreadable);
     } catch (e) { tb.replaceChildren(el("tr", {}, el("td", { colspan: 6, class: "error", text: e.message }))); }
   }
 
@@ -233,7 +243,8 @@ const OA = (() => {
         api(`/days/${day}/connections?sip=${encodeURIComponent(sip)}&dip=${encodeURIComponent(dip)}`), verdicts(day)]);
       const sus = d.flows.filter((f) => f.suspicious).length;
       const bytes = d.flows.reduce((a, f) => a + (f.ibyt || 0) + (f.obyt || 0), 0);
-      summary.textContent = `${fmt.int(d.count)} flow${d.count === 1 ? "" : "s"} between these hosts on ${day} (both directions), ${fmt.int(sus)} above the threshold, ${fmt.int(bytes)} bytes in all.`;
+      summary.textContent = `${fmt.int(d.count)} flow${d.count === 1 ? "" : "s"} between these hosts on ${day} (both directions), ${fmt.int(sus)} above the threshold, ${fmt.int(bytes)} bytes in all.` +
+        (d.unreadable && d.unreadable.length ? ` ${d.unreadable.length} part file(s) could not be read: ${d.unreadable.map((u) => u.file).join(", ")}.` : "");
       for (const f of d.flows) {
         tb.append(el("tr", { class: f.suspicious ? "sus" : "", "data-rank": f.rank ?? "" },
           el("td", { text: f.treceived }),
@@ -486,6 +497,7 @@ const OA = (() => {
           el("td", { class: "num", text: fmt.int(p.dismissed) }),
           el("td", { class: "num", text: p.precision === null ? "" : (100 * p.precision).toFixed(1) + "%" })));
       }
+      unreadableNote("verdicts-unreadable", d.unreadable);
     } catch (e) { tb.replaceChildren(el("tr", {}, el("td", { colspan: 9, class: "error", text: e.message }))); }
   }
 
