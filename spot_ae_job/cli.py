@@ -198,8 +198,14 @@ def run_options(args) -> mlops.RunOptions:
         dupfactor=getattr(args, "dupfactor", None) or mlops.DUPFACTOR,
         max_results=getattr(args, "max_results", None), tol=getattr(args, "tol", None),
         threshold_mode=mode, threshold_value=value, drift_limit=drift.PSI_LIMIT if limit is None else limit,
-        forward_config=getattr(args, "forward_config", None),
+        forward=_forward_config(getattr(args, "forward_config", None)),
     )
+
+
+def _forward_config(explicit: str | None) -> forward.ForwardConfig | None:
+    """The forwarding config, loaded now so a mistake in it is one line before Spark starts."""
+    path = forward.config_path(explicit)
+    return forward.load_config(path) if path else None
 
 
 def cmd_load_csv(args) -> int:

@@ -50,7 +50,7 @@ class RunOptions:
     threshold_mode: str | None = None  # a mode asked for at scoring time (None: the model's own)
     threshold_value: float | None = None
     drift_limit: float = drift.PSI_LIMIT
-    forward_config: str | None = None
+    forward: forward.ForwardConfig | None = None  # loaded (and so checked) before Spark starts
 
 
 def read_day(spark: SparkSession, layout: Layout, day: Day, labelled: bool = False) -> DataFrame:
@@ -362,12 +362,8 @@ def metrics_fmt(v) -> str:
 
 def forward_alerts(spark: SparkSession, layout: Layout, day: Day, opts: RunOptions, say: Say = print) -> None:
     """Send the day's alerts on when the forwarding config asks for it after ml-ops."""
-    path = forward.config_path(opts.forward_config)
-    if path is None:
-        return
-    cfg = forward.load_config(path)
-    if cfg.after_ml_ops:
-        forward.forward_day(spark, str(day), layout.huser, cfg, progress=say)
+    if opts.forward is not None and opts.forward.after_ml_ops:
+        forward.forward_day(spark, str(day), layout.huser, opts.forward, progress=say)
 
 
 def obtain_model(spark: SparkSession, layout: Layout, day: Day, opts: RunOptions, say: Say = print):

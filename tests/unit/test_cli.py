@@ -177,3 +177,11 @@ def test_loading_a_non_cic_file_is_a_clear_error(tmp_path):
     f.write_text("a,b\n1,2\n")
     r = run("load-csv", "--huser", str(tmp_path / "h"), str(f))
     assert r.returncode == 2 and "not a CICFlowMeter CSV" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_a_bad_forwarding_config_is_one_line_before_spark_starts(tmp_path, capsys):
+    cfg = tmp_path / "forward.toml"
+    cfg.write_text('after_ml_ops = "false"\n')
+    code = _exit_code(entry.main, ["ml-ops", "20180222", "flow", "--huser", str(tmp_path / "none"), "--forward-config", str(cfg)])
+    err = capsys.readouterr().err
+    assert code == 2 and "after_ml_ops must be true or false" in err and "no flows" not in err
