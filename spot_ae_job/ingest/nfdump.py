@@ -62,8 +62,10 @@ ARROW_REJECT_SCHEMA = pa.schema([(SOURCE_FILE, pa.string()), (RAW_COLUMN, pa.str
 
 _TS_RE = r"^[0-9]{4}-[0-9]{2}-[0-9]{2} [0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?$"
 _FLOAT_RE = r"^ *[0-9]+(\.[0-9]+)? *$"
-# upper bounds per integer column (int32 columns must fit; ports are 16 bit; tos/fwd/dir 8 bit)
-_MAX = {"sport": 65535, "dport": 65535, "fwd": 255, "stos": 255, "dtos": 255, "dir": 255}
+# upper bounds per integer column (int32 columns must fit; ports are 16 bit; tos/fwd/dir 8 bit;
+# AS numbers unsigned 32 bit, RFC 6793)
+_MAX = {"sport": 65535, "dport": 65535, "fwd": 255, "stos": 255, "dtos": 255, "dir": 255,
+        "sas": 2**32 - 1, "das": 2**32 - 1}
 _ERROR_LINE = re.compile(r"error|corrupt|bad magic|short read|failed|unable|can't|cannot", re.I)
 
 
