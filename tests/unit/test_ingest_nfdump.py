@@ -258,3 +258,22 @@ def test_four_byte_as_numbers_land_as_nfdump_prints_them(tmp_path):
     assert sorted(zip(flows["sas"].to_pylist(), flows["das"].to_pylist())) == sorted(sent)
     for f in closed:  # the -o csv path lands the same values
         assert N.decode_file_csv(f).flows.equals(N.decode_fast(f).flows)
+
+
+def test_spark_reader_rejects_a_line_with_an_extra_field_instead_of_shifting_it(spark, data_dir, tmp_path):
+    """Spark's PERMISSIVE CSV mode dropped an extra field and shifted the rest into the wrong
+    columns. The line is a `wrong number of fields` reject, as in `decode_csv`."""
+    out = subprocess.run(["nfdump", "-r", str(data_dir / "nfcapd" / "nfcapd.sample"), "-o", "csv"], capture_output=True,
+                         check=True, env={**os.environ, "TZ": "UTC"}).stdout.decode()
+    lines = out.split("\n")
+    fields = lines[5].split(",")
+    damaged = ",".join(fields[:3] + ["10.9.9.9"] + fields[3:])  # one address too many
+    lines[5] = damaged
+    saved = tmp_path / "damaged.csv"
+    saved.write_text("\n".join(lines))
+    res = N.read_nfdump_csv(spark, str(saved))
+    ref = N.decode_file(data_dir / "nfcapd" / "nfcapd.sample")
+    reasons = [(r.raw, r.reject_reason) for r in res.rejects.collect()]
+    assert (damaged, "wrong number of fields") in reasons
+    assert res.flows.count() + res.rejects.count() == ref.flows.num_rows + ref.rejects.num_rows
+    assert res.flows.where("sip = '10.9.9.9' or dip = '10.9.9.9'").count() == 0
