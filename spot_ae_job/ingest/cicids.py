@@ -19,9 +19,10 @@ hold byte 0x96, an en dash).
 The clock: CICFlowMeter prints times with Java's `hh` (12-hour) and no AM/PM. A file whose
 day-first times show an hour of 0 or 13-23 is on a 24-hour clock and read as written. Otherwise
 the hour is inferred by office hours: 8-12 as written, 1-7 as 13-19. The captures ran in office
-hours: the improved re-extraction, on a 24-hour clock, has every one of its flows between 08:00
-and 19:59 local time, and each attack of the original files lands in its published time slot
-this way (SSH-Bruteforce on 14/02, written 02:24-03:31, ran 14:01-15:31). A flow really
+hours: the improved re-extraction's excerpt, on a 24-hour clock (UTC; the site is UTC-4), has
+every one of its flows between 08:00 and 19:59 local time, and each attack of the original
+files lands in its published time slot this way (SSH-Bruteforce on 14/02, written 02:24-03:31,
+ran 14:01-15:31). A flow really
 captured between 20:00 and 07:59 would be placed 12 hours off; `ReadResult.files` says per file
 which clock was assumed and how many hours were read as afternoon.
 

@@ -212,6 +212,9 @@ def _cicids2017_file(path, header, rows, labels=None):
 
 def test_cicids2017_traffic_labelling_layout_is_read_with_its_clock_and_labels(spark, data_dir, tmp_path):
     improved = _csv_rows(data_dir / "cicids2018" / "aegmm__toy_dataset.csv")
+    # why office hours: on the 24-hour clock of the improved extraction every flow of the excerpt
+    # was captured between 08:00 and 19:59 local time, the window the 12-hour rule reads
+    assert {_local_12h(r["Timestamp"])[0].hour for r in improved} <= set(range(8, 20))
     rows = [r for r in improved if r["Label"] == "BENIGN"][:30] + [r for r in improved if r["Label"] == "DoS Hulk"][:30]
     labels = {0: b"Web Attack \x96 Brute Force", 1: b"No Label", 2: b""}
     f = tmp_path / "Thursday-WorkingHours-Morning-WebAttacks.pcap_ISCX.csv"
