@@ -269,3 +269,19 @@ def test_a_file_on_a_24_hour_clock_is_read_as_written(spark, data_dir, tmp_path)
     ssh = {r.trhour for r in res.flows.where(F.col("label") == "SSH-Bruteforce").collect()}
     assert ssh and ssh <= {2, 3}
     assert res.files[0]["clock"] == "24h" and res.files[0]["hours_read_as_pm"] == 0
+
+
+def test_a_file_split_across_many_tasks_loses_no_row_and_keeps_one_header(spark, data_dir):
+    """The header is found as the first record of the split that starts the file: with splits of
+    64 KiB (a 2.9 MB file in ~45 tasks) every other line is still a row."""
+    path = data_dir / "cicids2018" / "aegmm__toy_dataset.csv"
+    old = spark.conf.get("spark.sql.files.maxPartitionBytes")
+    spark.conf.set("spark.sql.files.maxPartitionBytes", str(64 << 10))
+    try:
+        res = read_cicids(spark, str(path))
+        n_flows, n_rejects = res.flows.count(), res.rejects.count()
+        partitions = spark.read.text(str(path)).rdd.getNumPartitions()
+    finally:
+        spark.conf.set("spark.sql.files.maxPartitionBytes", old)
+    assert partitions > 10
+    assert n_flows + n_rejects == len(_csv_rows(path)) and n_rejects == 0
