@@ -222,11 +222,13 @@ def _read_one(spark: SparkSession, uri: str) -> tuple[ReadResult, dict]:
     written = stamp_of(h)  # the hour as written, for the file's clock evidence
     staged = staged.withColumn("ts_text__", ts_text).withColumn("h__", F.when(day_first & written.isNotNull(), h))
     staged = staged.cache()
-    clock_row = staged.agg(
-        F.max(F.when((F.col("h__") == 0) | (F.col("h__") > 12), 1).otherwise(0)).alias("h24"),
-        F.sum(F.when(F.col("h__").between(1, 7), 1).otherwise(0)).alias("pm"),
-        F.count("h__").alias("day_first"),
-    ).first()
+    clock_row = {"h24": 0, "pm": 0, "day_first": 0}
+    if "timestamp" in cols:  # (one pass over the file, which also fills the cache)
+        clock_row = staged.agg(
+            F.max(F.when((F.col("h__") == 0) | (F.col("h__") > 12), 1).otherwise(0)).alias("h24"),
+            F.sum(F.when(F.col("h__").between(1, 7), 1).otherwise(0)).alias("pm"),
+            F.count("h__").alias("day_first"),
+        ).first()
     twelve = bool(clock_row["day_first"]) and not clock_row["h24"]
     clock = "none" if not clock_row["day_first"] else ("12h, 1-7 read as 13-19" if twelve else "24h")
     info = {"source_file": name, "dialect": dialect, "clock": clock,
