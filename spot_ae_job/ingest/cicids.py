@@ -52,7 +52,7 @@ from spot_ae_job.schema import (
 class ReadResult(NamedTuple):
     flows: DataFrame  # FLOW_COLUMNS + LABEL_COLUMNS
     rejects: DataFrame  # source_file, raw (the row's fields as JSON; a line that does not split: the line), reject_reason
-    files: tuple = ()  # per input file: {source_file, dialect, clock, hours_read_as_pm}
+    files: tuple = ()  # per input file: {source_file, dialect, clock, hours_read_as_pm (rows, loaded or rejected)}
 
 
 # normalised header name -> canonical field (several spellings per field)
@@ -230,7 +230,7 @@ def _read_one(spark: SparkSession, uri: str) -> tuple[ReadResult, dict]:
             F.count("h__").alias("day_first"),
         ).first()
     twelve = bool(clock_row["day_first"]) and not clock_row["h24"]
-    clock = "none" if not clock_row["day_first"] else ("12h, 1-7 read as 13-19" if twelve else "24h")
+    clock = "none" if "timestamp" not in cols else ("12h, 1-7 read as 13-19" if twelve else "24h")
     info = {"source_file": name, "dialect": dialect, "clock": clock,
             "hours_read_as_pm": int(clock_row["pm"] or 0) if twelve else 0}
 

@@ -30,6 +30,7 @@ def test_improved_layout_maps_fwd_to_initiator_and_keeps_ips(spark, data_dir):
     assert row.treceived == first["Timestamp"][:19]
     assert row.proto == "TCP" and row.label == first["Label"] and row.is_attack is False
     assert res.flows.count() + res.rejects.count() == len(_csv_rows(path))
+    assert res.files[0]["dialect"] == "cic-improved-2022" and res.files[0]["clock"] == "24h"  # ISO times
 
 
 def test_flag_string_is_nfdumps_from_flag_counts(spark, data_dir):
