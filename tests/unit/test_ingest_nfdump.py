@@ -277,3 +277,23 @@ def test_spark_reader_rejects_a_line_with_an_extra_field_instead_of_shifting_it(
     assert (damaged, "wrong number of fields") in reasons
     assert res.flows.count() + res.rejects.count() == ref.flows.num_rows + ref.rejects.num_rows
     assert res.flows.where("sip = '10.9.9.9' or dip = '10.9.9.9'").count() == 0
+
+
+def test_saved_csv_line_with_binary_bytes_or_quotes_is_a_reject_not_an_error(data_dir, tmp_path):
+    """A saved CSV damaged on its way: one line with a byte that is not UTF-8 (Arrow refused the
+    whole file), one with a quoted number (Arrow unquoted it: a changed row). Both are rejects."""
+    out = subprocess.run(["nfdump", "-r", str(data_dir / "nfcapd" / "nfcapd.sample"), "-o", "csv"], capture_output=True,
+                         check=True, env={**os.environ, "TZ": "UTC"}).stdout
+    lines = out.split(b"\n")
+    header = lines[0].decode().split(",")
+    lines[3] = lines[3].replace(b",", b",\xff", 1)
+    quoted = lines[4].split(b",")
+    quoted[header.index("dp")] = b'"' + quoted[header.index("dp")] + b'"'
+    lines[4] = b",".join(quoted)
+    saved = tmp_path / "damaged.csv"
+    saved.write_bytes(b"\n".join(lines))
+    dec = N.decode_csv(saved)
+    clean = N.decode_file(data_dir / "nfcapd" / "nfcapd.sample")
+    reasons = dec.rejects["reject_reason"].to_pylist()
+    assert reasons.count("not UTF-8 text") == 1 and reasons.count("unparsable dp") == 1
+    assert dec.flows.num_rows + dec.rejects.num_rows == clean.flows.num_rows + clean.rejects.num_rows
