@@ -21,9 +21,13 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from hypothesis.configuration import set_hypothesis_home_dir
 
 from spot_ae_job.ingest import nfdump as N
 from spot_ae_job.ingest.cicids import read_cicids
+
+# hypothesis keeps a cache in ./.hypothesis; these tests replay nothing, so not in the checkout
+set_hypothesis_home_dir(tempfile.mkdtemp(prefix="spot-ae-hypothesis-"))
 
 LINE_END = re.compile(rb"\r\n|\r|\n")  # how Hadoop's line reader and Arrow's CSV parser end a line
 INTEGER = re.compile(r"^[+-]?[0-9]+(\.0*)?$")
