@@ -4,6 +4,10 @@ Ingest, the ML job, the OA and the table DDL all import from here, so a column
 can change in exactly one place. Order matters: it is the order of Spot's
 `spot.flow` table and of `flow_results.csv`.
 
+One departure from Spot's DDL: `sas`/`das` are bigint, not int. AS numbers are unsigned
+32-bit (RFC 6793) and real exporters send ones above 2^31-1 (4294967295 included); a signed int
+cannot hold them, so such flows were rejected.
+
 Columns are (name, Hive type); the Spark StructTypes are built from those on first use
 (`__getattr__` below), so processes that never touch Spark (the ingest workers, which build
 Arrow schemas from the same list) do not pay for importing pyspark.
@@ -42,8 +46,8 @@ FLOW_FIELDS: list[tuple[str, str]] = [
     ("obyt", "bigint"),
     ("input", "int"),
     ("output", "int"),
-    ("sas", "int"),
-    ("das", "int"),
+    ("sas", "bigint"),  # Spot's DDL: int; see the module docstring
+    ("das", "bigint"),
     ("dtos", "int"),
     ("dir", "int"),
     ("rip", "string"),

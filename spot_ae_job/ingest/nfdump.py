@@ -62,8 +62,10 @@ ARROW_REJECT_SCHEMA = pa.schema([(SOURCE_FILE, pa.string()), (RAW_COLUMN, pa.str
 
 _TS_RE = r"^[0-9]{4}-[0-9]{2}-[0-9]{2} [0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?$"
 _FLOAT_RE = r"^ *[0-9]+(\.[0-9]+)? *$"
-# upper bounds per integer column (int32 columns must fit; ports are 16 bit; tos/fwd/dir 8 bit)
-_MAX = {"sport": 65535, "dport": 65535, "fwd": 255, "stos": 255, "dtos": 255, "dir": 255}
+# upper bounds per integer column (int32 columns must fit; ports are 16 bit; tos/fwd/dir 8 bit;
+# AS numbers unsigned 32 bit, RFC 6793)
+_MAX = {"sport": 65535, "dport": 65535, "fwd": 255, "stos": 255, "dtos": 255, "dir": 255,
+        "sas": 2**32 - 1, "das": 2**32 - 1}
 _ERROR_LINE = re.compile(r"error|corrupt|bad magic|short read|failed|unable|can't|cannot", re.I)
 
 
@@ -292,11 +294,17 @@ def decode_fast(path: str | os.PathLike, bidirectional: bool = False, nfdump: st
                    printed if bidirectional else counted, warnings)  # -B: the Summary counts records before joining
 
 
-def parse_csv(out: bytes, require_summary: bool = True) -> tuple[pa.Table, int | None, list[str]]:
-    """(string table of NFDUMP_FIELDS, nfdump's own flow count, malformed lines) from `-o csv` output.
+def parse_csv(out: bytes, require_summary: bool = True,
+              summary: bool = True) -> tuple[pa.Table, int | None, list[tuple[str, str]]]:
+    """(string table of NFDUMP_FIELDS, nfdump's own flow count, [(line, reason)] of the lines that
+    are no row) from `-o csv` output.
 
-    A saved CSV file may lack the Summary block (cut, or written by a tool): then the count is None."""
-    cut = out.rfind(b"\nSummary\n")
+    A saved CSV file may lack the Summary block (cut, or written by a tool): then the count is None.
+    `summary=False` reads every line after the header as a row (a damaged Summary block then
+    becomes rejects instead of refusing the file). nfdump never quotes, so a quote is a plain
+    character here; a line that is not UTF-8 or does not split into the header's fields is kept
+    with its reason, never lost."""
+    cut = out.rfind(b"\nSummary\n") if summary else -1
     counted = None
     if cut < 0:
         if require_summary:
@@ -307,22 +315,45 @@ def parse_csv(out: bytes, require_summary: bool = True) -> tuple[pa.Table, int |
     body = out[: cut + 1]
     if counted == 0:
         body = body.replace(b"\nNo matching flows\n", b"\n")  # what nfdump prints for 0 flows
-    header = body[: body.find(b"\n")].decode().split(",")
+    first = body.find(b"\n")
+    header = body[: first if first >= 0 else len(body)].decode(errors="replace").rstrip("\r").split(",")
     missing = [c for c in NFDUMP_FIELDS if c not in header]
     if missing:
         raise NfdumpFileError(f"nfdump CSV header lacks {missing}: not nfdump 1.7's -o csv layout")
-    malformed: list[str] = []
+    malformed: list[tuple[str, str]] = []
+    if not body.isascii():  # (one pass over the bytes; only non-ASCII text pays for the line split)
+        try:
+            body.decode("utf-8")
+        except UnicodeDecodeError:
+            lines = re.split(rb"\r\n|\r|\n", body)
+            kept = []
+            for ln in lines:
+                try:
+                    ln.decode("utf-8")
+                    kept.append(ln)
+                except UnicodeDecodeError:
+                    malformed.append((ln.decode("utf-8", "backslashreplace"), "not UTF-8 text"))
+            body = b"\n".join(kept)
 
     def keep_text(row):  # a line with the wrong field count: kept as a reject, not lost
-        malformed.append(row.text)
+        malformed.append((row.text, "wrong number of fields"))
         return "skip"
 
+    parse = pacsv.ParseOptions(quote_char=False)
     read = pacsv.ReadOptions(use_threads=False, block_size=16 << 20)
     try:  # a Python row handler slows Arrow's parser ~3x even when never called: only when needed
-        return pacsv.read_csv(io.BytesIO(body), read_options=read, convert_options=_STRING_COLUMNS), counted, []
+        return pacsv.read_csv(io.BytesIO(body), read_options=read, parse_options=parse,
+                              convert_options=_STRING_COLUMNS), counted, malformed
     except pa.ArrowInvalid:
-        table = pacsv.read_csv(io.BytesIO(body), read_options=read, convert_options=_STRING_COLUMNS,
-                               parse_options=pacsv.ParseOptions(invalid_row_handler=keep_text))
+        pass
+    n_before = len(malformed)
+    try:  # one block: a line longer than the usual block cannot straddle two
+        table = pacsv.read_csv(io.BytesIO(body), convert_options=_STRING_COLUMNS,
+                               read_options=pacsv.ReadOptions(use_threads=False, block_size=max(len(body) + 1, 1 << 20)),
+                               parse_options=pacsv.ParseOptions(quote_char=False, invalid_row_handler=keep_text))
+    except pa.ArrowInvalid as e:
+        del malformed[n_before:]
+        raise NfdumpFileError(f"nfdump CSV unreadable: {e}") from None
     return table, counted, malformed
 
 
@@ -589,43 +620,75 @@ def decode_file_csv(path: str | os.PathLike, bidirectional: bool = False, nfdump
     return _finish(Path(path).name, raw, counted, malformed, warnings)
 
 
-def _finish(source: str, raw: pa.Table, counted: int, malformed: list[str], warnings: list[str]) -> Decoded:
-    flows, rejects = convert(raw, source)
-    if malformed:
-        extra = pa.table({SOURCE_FILE: [source] * len(malformed), RAW_COLUMN: malformed,
-                          REJECT_REASON: ["wrong number of fields"] * len(malformed)}, schema=ARROW_REJECT_SCHEMA)
-        rejects = pa.concat_tables([rejects, extra])
+def _finish(source: str, raw: pa.Table, counted: int, malformed: list[tuple[str, str]], warnings: list[str]) -> Decoded:
+    flows, rejects = _with_malformed(*convert(raw, source), malformed, source)
     return Decoded(source, flows, rejects, counted, warnings)
+
+
+def _with_malformed(flows: pa.Table, rejects: pa.Table, malformed: list[tuple[str, str]], source: str):
+    """The lines that are no row (parse_csv) added to the rejects, each with its reason."""
+    if malformed:
+        extra = pa.table({SOURCE_FILE: [source] * len(malformed), RAW_COLUMN: [t for t, _ in malformed],
+                          REJECT_REASON: [r for _, r in malformed]}, schema=ARROW_REJECT_SCHEMA)
+        rejects = pa.concat_tables([rejects, extra])
+    return flows, rejects
 
 
 # -- Spark: the same rules for nfdump CSV files the ML job reads ------------------------------
 
-def _spark_batches(batches):
-    """mapInArrow body: nfdump CSV string columns (+ source_file) -> flows and rejects in one schema."""
+def decode_csv_text(data: bytes, source: str) -> tuple[pa.Table, pa.Table]:
+    """A saved `-o csv` file's bytes -> (flows, rejects) without judging the file as a whole (the
+    Spark reader's rules: every line after the header is a flow or a reject, never an error).
+    A damaged Summary block is read as lines, which then are rejects; a file that is no nfdump
+    CSV at all, or cannot be parsed, is one reject per line with the reason."""
+    try:
+        try:
+            raw, _, malformed = parse_csv(data, require_summary=False)
+        except NfdumpFileError:
+            raw, _, malformed = parse_csv(data, require_summary=False, summary=False)
+    except NfdumpFileError as e:
+        lines = [ln for ln in re.split(rb"\r\n|\r|\n", data)[1:] if ln]
+        return ARROW_FLOW_SCHEMA.empty_table(), _with_malformed(
+            ARROW_FLOW_SCHEMA.empty_table(), ARROW_REJECT_SCHEMA.empty_table(),
+            [(ln.decode("utf-8", "backslashreplace"), str(e)) for ln in lines], source)[1]
+    return _with_malformed(*convert(raw, source), malformed, source)
+
+
+def _spark_files(batches):
+    """mapInArrow body: whole files (binaryFile's path, content) -> flows and rejects in one schema.
+    Whole files, not Spark's CSV reader: its PERMISSIVE mode drops a line's extra fields and shifts
+    the rest, and it cannot tell the Summary block from rows."""
     for batch in batches:
-        t = pa.Table.from_batches([batch])
-        # Spark's CSV reader hands summary lines over as rows with only the first fields filled
-        summary = pc.and_(pc.is_null(t["ra"]), pc.is_null(t["dir"]))
-        t = t.filter(pc.invert(summary))
-        if t.num_rows == 0:
-            continue
-        for src in pc.unique(t[SOURCE_FILE]).to_pylist():
-            part = t.filter(pc.equal(t[SOURCE_FILE], src))
-            filled = pa.table({c: pc.fill_null(part[c], "") for c in NFDUMP_FIELDS})
-            flows, rejects = convert(filled, src)
+        for path, content in zip(batch.column("path").to_pylist(), batch.column("content").to_pylist()):
+            src = path.rstrip("/").rsplit("/", 1)[-1]
+            flows, rejects = decode_csv_text(content, src)
             nf, nr = flows.num_rows, rejects.num_rows
             out = {f.name: flows[f.name] for f in ARROW_FLOW_SCHEMA}
             out = {k: pa.concat_arrays([v.combine_chunks(), pa.nulls(nr, v.type)]) for k, v in out.items()}
             for c in (SOURCE_FILE, RAW_COLUMN, REJECT_REASON):
                 vals = pa.array([src] * nf, pa.string()) if c == SOURCE_FILE else pa.nulls(nf, pa.string())
                 out[c] = pa.concat_arrays([vals, rejects[c].combine_chunks().cast(pa.string())])
-            yield from pa.table(out).to_batches()
+            yield from pa.table(out).to_batches(max_chunksize=65536)
+
+
+def _first_line(spark, uri: str) -> str:
+    from spot_ae_job import fsutil
+
+    fs, p = fsutil._fs(spark, uri)
+    jvm = spark._jvm
+    reader = jvm.java.io.BufferedReader(jvm.java.io.InputStreamReader(fs.open(p), "ISO-8859-1"))
+    try:
+        return reader.readLine() or ""
+    finally:
+        reader.close()
 
 
 def read_nfdump_csv(spark, paths: list[str] | str):
     """nfdump `-o csv` files (header, rows, Summary block) -> ReadResult(flows, rejects).
 
-    flows have FLOW_COLUMNS; rejects have source_file, raw (the row as JSON), reject_reason.
+    flows have FLOW_COLUMNS; rejects have source_file, raw (the row as JSON, or the line that does
+    not split into the header's fields), reject_reason. Each file is read whole by one task (as
+    `decode_csv` reads it): a file must fit a Python worker's memory.
     """
     from pyspark.sql import functions as F
     from pyspark.sql import types as T
@@ -638,16 +701,14 @@ def read_nfdump_csv(spark, paths: list[str] | str):
     uris = [u for p in paths for u in fsutil.list_files(spark, fsutil.to_uri(p))]
     if not uris:
         raise SpotAEError(f"no nfdump CSV files found at {', '.join(paths)}")
-    df = (spark.read.option("header", True).option("mode", "PERMISSIVE").option("inferSchema", False)
-          .csv(uris))
-    missing = [c for c in NFDUMP_FIELDS if c not in df.columns]
-    if missing:
-        raise SpotAEError(f"{', '.join(paths)}: not nfdump -o csv output (header lacks {missing})")
-    df = df.select(*[F.col(c).cast("string") for c in NFDUMP_FIELDS],
-                   F.element_at(F.split(F.input_file_name(), "/"), -1).alias(SOURCE_FILE))
+    for u in uris:
+        missing = [c for c in NFDUMP_FIELDS if c not in _first_line(spark, u).split(",")]
+        if missing:
+            raise SpotAEError(f"{u}: not nfdump -o csv output (header lacks {missing})")
     out_schema = T.StructType(FLOW_SCHEMA.fields + [
         T.StructField(c, T.StringType(), True) for c in (SOURCE_FILE, RAW_COLUMN, REJECT_REASON)])
-    both = df.mapInArrow(_spark_batches, out_schema)
+    files = spark.read.format("binaryFile").load(uris).select("path", "content")
+    both = files.mapInArrow(_spark_files, out_schema)
     flows = both.where(F.col(REJECT_REASON).isNull()).select(*FLOW_COLUMNS)
     rejects = both.where(F.col(REJECT_REASON).isNotNull()).select(SOURCE_FILE, RAW_COLUMN, REJECT_REASON)
     return ReadResult(flows, rejects)

@@ -89,7 +89,8 @@ def test_bad_rows_get_reasons_and_nothing_is_dropped():
                 out="2", sas="0", das="0", dtos="0", dir="0", ra="127.0.0.1")
     variants = [({}, None), ({"ts": "1970-01-01 00:00:07"}, "timestamp before 2000"),
                 ({"ts": "yesterday"}, "unparsable timestamp"), ({"td": "18446744073709540.000"}, "negative duration"),
-                ({"ipkt": "x"}, "unparsable ipkt"), ({"dp": "70000"}, "dp out of range"), ({"sa": ""}, "empty sa")]
+                ({"ipkt": "x"}, "unparsable ipkt"), ({"dp": "70000"}, "dp out of range"), ({"sa": ""}, "empty sa"),
+                ({"sas": str(2**32)}, "sas out of range (> 4294967295)")]
     for change, _ in variants:
         for c in N.NFDUMP_FIELDS:
             rows[c].append({**good, **change}[c])
@@ -226,3 +227,73 @@ def test_every_protocol_number_gets_the_name_nfdump_csv_prints(tmp_path):
     assert fast.equals(ref)
     assert len(set(ref["proto"].to_pylist())) == 255  # (nfdump names both 35 and 38 "IDPR")
     assert sum(f != "........" for f, p in zip(ref["flag"].to_pylist(), ref["proto"].to_pylist()) if p != "TCP") > 200
+
+
+def _ipfix_with_as_numbers(flows: list[tuple[int, int]], now_ms: int) -> bytes:
+    """One IPFIX message (RFC 7011) whose records carry bgpSourceAsNumber (16) and
+    bgpDestinationAsNumber (17), the 4-byte fields exporters fill from BGP (RFC 6793)."""
+    import struct
+
+    fields = [(8, 4), (12, 4), (7, 2), (11, 2), (4, 1), (152, 8), (153, 8), (2, 8), (1, 8), (16, 4), (17, 4)]
+    tpl = struct.pack("!HH", 256, len(fields)) + b"".join(struct.pack("!HH", i, n) for i, n in fields)
+    recs = b"".join(struct.pack("!4s4sHHBQQQQII", bytes([10, 0, 0, 1]), bytes([10, 0, 0, 2]), 1000 + i, 443, 6,
+                                now_ms - 2000, now_ms - 1000, 3, 180, sas, das)
+                    for i, (sas, das) in enumerate(flows))
+    sets = struct.pack("!HH", 2, 4 + len(tpl)) + tpl + struct.pack("!HH", 256, 4 + len(recs)) + recs
+    return struct.pack("!HHIII", 10, 16 + len(sets), now_ms // 1000, 0, 1) + sets
+
+
+def test_four_byte_as_numbers_land_as_nfdump_prints_them(tmp_path):
+    """AS numbers are unsigned 32-bit (RFC 6793); 4294967295 and anything above 2^31-1 are real
+    values exporters send, not errors: they land in sas/das as nfdump prints them."""
+    now = int(time.time()) * 1000
+    sent = [(4294967295, 2147483648), (2147483647, 4200000000), (64512, 0), (0, 4294967294)]
+    closed = collect(tmp_path, lambda port: send([_ipfix_with_as_numbers(sent, now)], "127.0.0.1", port, 50))
+    ref = [r for f in closed for r in nfdump_rows(f)]
+    dec = [N.decode_file(f) for f in closed]
+    flows = pa.concat_tables([d.flows for d in dec])
+
+    assert sorted((int(r["sas"]), int(r["das"])) for r in ref) == sorted(sent)  # what nfdump decoded
+    assert sum(d.rejects.num_rows for d in dec) == 0
+    assert sorted(zip(flows["sas"].to_pylist(), flows["das"].to_pylist())) == sorted(sent)
+    for f in closed:  # the -o csv path lands the same values
+        assert N.decode_file_csv(f).flows.equals(N.decode_fast(f).flows)
+
+
+def test_spark_reader_rejects_a_line_with_an_extra_field_instead_of_shifting_it(spark, data_dir, tmp_path):
+    """Spark's PERMISSIVE CSV mode dropped an extra field and shifted the rest into the wrong
+    columns. The line is a `wrong number of fields` reject, as in `decode_csv`."""
+    out = subprocess.run(["nfdump", "-r", str(data_dir / "nfcapd" / "nfcapd.sample"), "-o", "csv"], capture_output=True,
+                         check=True, env={**os.environ, "TZ": "UTC"}).stdout.decode()
+    lines = out.split("\n")
+    fields = lines[5].split(",")
+    damaged = ",".join(fields[:3] + ["10.9.9.9"] + fields[3:])  # one address too many
+    lines[5] = damaged
+    saved = tmp_path / "damaged.csv"
+    saved.write_text("\n".join(lines))
+    res = N.read_nfdump_csv(spark, str(saved))
+    ref = N.decode_file(data_dir / "nfcapd" / "nfcapd.sample")
+    reasons = [(r.raw, r.reject_reason) for r in res.rejects.collect()]
+    assert (damaged, "wrong number of fields") in reasons
+    assert res.flows.count() + res.rejects.count() == ref.flows.num_rows + ref.rejects.num_rows
+    assert res.flows.where("sip = '10.9.9.9' or dip = '10.9.9.9'").count() == 0
+
+
+def test_saved_csv_line_with_binary_bytes_or_quotes_is_a_reject_not_an_error(data_dir, tmp_path):
+    """A saved CSV damaged on its way: one line with a byte that is not UTF-8 (Arrow refused the
+    whole file), one with a quoted number (Arrow unquoted it: a changed row). Both are rejects."""
+    out = subprocess.run(["nfdump", "-r", str(data_dir / "nfcapd" / "nfcapd.sample"), "-o", "csv"], capture_output=True,
+                         check=True, env={**os.environ, "TZ": "UTC"}).stdout
+    lines = out.split(b"\n")
+    header = lines[0].decode().split(",")
+    lines[3] = lines[3].replace(b",", b",\xff", 1)
+    quoted = lines[4].split(b",")
+    quoted[header.index("dp")] = b'"' + quoted[header.index("dp")] + b'"'
+    lines[4] = b",".join(quoted)
+    saved = tmp_path / "damaged.csv"
+    saved.write_bytes(b"\n".join(lines))
+    dec = N.decode_csv(saved)
+    clean = N.decode_file(data_dir / "nfcapd" / "nfcapd.sample")
+    reasons = dec.rejects["reject_reason"].to_pylist()
+    assert reasons.count("not UTF-8 text") == 1 and reasons.count("unparsable dp") == 1
+    assert dec.flows.num_rows + dec.rejects.num_rows == clean.flows.num_rows + clean.rejects.num_rows
