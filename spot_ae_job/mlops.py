@@ -22,6 +22,7 @@ from typing import Callable
 
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
+from pyspark.sql.types import IntegerType, LongType
 from pyspark.sql.window import Window
 
 from spot_ae_job import drift, explain, forward, fsutil, metrics, registry, thresholds
@@ -62,11 +63,13 @@ def read_day(spark: SparkSession, layout: Layout, day: Day, labelled: bool = Fal
     df = spark.read.option("basePath", root).parquet(path)
     want = {f.name: f.dataType for f in FLOW_SCHEMA.fields}
     have = {f.name: f.dataType for f in df.schema.fields}
-    bad = [f"{c} ({have.get(c)} instead of {t.simpleString()})" for c, t in want.items() if have.get(c) != t]
+    # a table written before sas/das became bigint holds them as int: widened, nothing lost
+    widened = {c: F.col(c).cast(t) for c, t in want.items() if isinstance(t, LongType) and isinstance(have.get(c), IntegerType)}
+    bad = [f"{c} ({have.get(c)} instead of {t.simpleString()})" for c, t in want.items() if have.get(c) != t and c not in widened]
     if bad:
         raise SpotAEError(f"{path} does not match Spot's flow schema: " + ", ".join(bad))
     extra = LABEL_COLUMNS if labelled else []
-    return df.select(*FLOW_COLUMNS, *[c for c in extra if c in df.columns])
+    return df.withColumns(widened).select(*FLOW_COLUMNS, *[c for c in extra if c in df.columns])
 
 
 def validate_rows(df: DataFrame) -> tuple[DataFrame, DataFrame]:
