@@ -63,12 +63,12 @@ FIXED_BOUNDS: dict[str, tuple[float, float]] = {
     **{FEATURE_PREFIX + c: (0.0, 1.0) for c in SHARES},
 }
 # what an analyst reads in an explanation
-DISPLAY_NAMES = {
-    "src_flows_1m": "flows from source, same minute", "src_flows_1h": "flows from source, last hour",
-    "src_dports_1h": "ports source contacted, last hour", "src_dips_1h": "hosts source contacted, last hour",
-    "src_failed_1h": "failed share of source's flows, last hour",
-    "dst_flows_1h": "flows to destination, last hour", "dst_sips_1h": "sources of destination, last hour",
-    "svc_flows_1m": "same source->service flows, same minute", "svc_flows_1h": "same source->service flows, last hour",
+DISPLAY_NAMES = {  # no commas: they land in flow_results.csv cells
+    "src_flows_1m": "flows from source in the minute", "src_flows_1h": "flows from source in the hour",
+    "src_dports_1h": "ports the source contacted in the hour", "src_dips_1h": "hosts the source contacted in the hour",
+    "src_failed_1h": "failed share of the source's flows in the hour",
+    "dst_flows_1h": "flows to destination in the hour", "dst_sips_1h": "sources of the destination in the hour",
+    "svc_flows_1m": "same source-service flows in the minute", "svc_flows_1h": "same source-service flows in the hour",
 }
 _MIN = "_ctx_min"
 _HAS = "_ctx_has"

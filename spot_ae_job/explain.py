@@ -2,7 +2,7 @@
 
 A flow's score is the mean of its squared per-input reconstruction errors (the 18 flow metrics,
 plus the host context of context.py for ae-context); the largest three say what was unusual
-about it: for a flood, "flows from source, last hour" far above its benign median. Each comes with the flow's value and the benign training
+about it: for a flood, "flows from source in the hour" far above its benign median. Each comes with the flow's value and the benign training
 median of that feature, in the flow's own units (the log features are turned back with expm1,
 so `ibyt` reads as bytes and `tdur` as seconds), and its squared error in the model's scaled
 units (`expl1_error` >= `expl2_error` >= `expl3_error`; their sum is at most 18 x score).

@@ -407,7 +407,7 @@ class Results:
             raise NotFound(f"no run.json for {day}")
         keys = ["day", "model", "model_version", "threshold", "threshold_mode", "higher_is_suspicious",
                 "flows_scored", "suspicious", "written", "rejected", "training_day", "created",
-                "score_histogram", "labelled", "threshold_value", "threshold_fitted_on", "drift"]
+                "score_histogram", "labelled", "threshold_value", "threshold_fitted_on", "threshold_resolution", "drift"]
         return {k: run.get(k) for k in keys}
 
     # -- feedback ----------------------------------------------------------------------------

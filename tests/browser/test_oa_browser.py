@@ -154,6 +154,8 @@ def test_model_panel_shows_threshold_training_day_and_histogram(logged_in, oa_hu
     assert page.locator("#threshold-line").count() == 1
     facts = page.inner_text("#model-facts")
     assert run["training_day"] in facts and run["model_version"] in facts
+    lo, hi = run["threshold_resolution"]["fpr_interval_95"]
+    assert f"{100 * lo:.2f}% to {100 * hi:.2f}%" in facts  # the rate the threshold can promise
     shot(page, "08-model")
 
 

@@ -432,10 +432,17 @@ const OA = (() => {
         ["Suspicious", fmt.int(m.suspicious)], ["Rejected rows", fmt.int(m.rejected)], ["Scored at", m.created],
       ];
       if (m.threshold_fitted_on) rows.push(["Threshold fitted on", m.threshold_fitted_on]);
+      const r = m.threshold_resolution;
+      if (r && r.fpr_interval_95) rows.push(["Benign false-alarm rate it promises",
+        `${(100 * r.fpr_interval_95[0]).toFixed(2)}% to ${(100 * r.fpr_interval_95[1]).toFixed(2)}% (95% interval; ` +
+        `${r.method}, ${fmt.int(r.benign_flows)} benign flows` +
+        (r.resolves ? ")" : `: too few to resolve ${(100 * r.target_fpr).toFixed(2)}%)`)]);
       if (m.drift) rows.push(["Drift (score PSI)", `${m.drift.score_psi == null ? "n/a" : m.drift.score_psi.toFixed(3)} ` +
         `(limit ${m.drift.limit}${m.drift.drifted ? ", DRIFTED" : ""}; largest feature shift: ${m.drift.largest_feature || "?"})`]);
       driftBanner(m);
-      if (m.labelled && m.labelled.attacks) rows.push(["Ground truth", `${fmt.int(m.labelled.attacks)} attack flows, recall ${(100 * m.labelled.recall).toFixed(1)}%`]);
+      if (m.labelled && m.labelled.attacks) rows.push(["Ground truth", `${fmt.int(m.labelled.attacks)} attack flows, recall ${(100 * m.labelled.recall).toFixed(1)}%` +
+        (m.labelled.benign_fpr == null ? "" : `, benign FPR ${(100 * m.labelled.benign_fpr).toFixed(1)}%`) +
+        (m.labelled.roc_auc == null ? "" : `, ROC-AUC ${m.labelled.roc_auc.toFixed(3)}, PR-AUC ${m.labelled.pr_auc.toFixed(3)}`)]);
       for (const [k, v] of rows) facts.append(el("dt", { text: k }), el("dd", { text: v ?? "" }));
       const h = m.score_histogram || { edges: [], counts: [] };
       const note = document.getElementById("hist-note");
