@@ -13,6 +13,7 @@ feedback verdicts that persist across days, and quarantined input rows.
 """
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import functools
 import json
@@ -121,13 +122,6 @@ def training_day_rows(spark: SparkSession, layout: Layout, day: Day, progress: S
 
 def benign_only(rows: DataFrame, labelled: bool) -> DataFrame:
     return rows.where(F.col(IS_ATTACK) == F.lit(False)) if labelled else rows
-
-
-def training_flows(spark: SparkSession, layout: Layout, day: Day, progress: Say = print) -> DataFrame:
-    """A day's rows to train on, for any model: its benign flows where the day has ground
-    truth, otherwise all of them (Spot's assumption: mostly benign); only scorable rows."""
-    rows, labelled = training_day_rows(spark, layout, day, progress)
-    return benign_only(rows, labelled).select(*FLOW_COLUMNS)
 
 
 def with_day_context(spark: SparkSession, layout: Layout, rows: DataFrame) -> DataFrame:
@@ -334,13 +328,14 @@ def train_day(spark: SparkSession, layout: Layout, day: Day, opts: RunOptions, s
     base, held = thresholds.split_holdout(benign_only(add_context(rows) if context else rows, labelled).select(*cols))
     topts = opts.train
     if opts.threshold_mode is not None:
-        topts.threshold_mode, topts.threshold_value = opts.threshold_mode, opts.threshold_value
+        topts = dataclasses.replace(topts, threshold_mode=opts.threshold_mode, threshold_value=opts.threshold_value)
     if kind != registry.LDA_KIND:  # Spot's LDA never took feedback
         fb = feedback_rows(spark, layout, progress=say, dupfactor=opts.dupfactor)
         if fb is not None:
             fb_rows = with_day_context(spark, layout, fb) if context else fb
             base = base.unionByName(fb_rows.withColumn("_k", F.explode(F.sequence(F.lit(1), F.lit(opts.dupfactor)))).drop("_k"))
-        topts.extra_meta = {**topts.extra_meta, "feedback_flows": 0 if fb is None else fb.count(), "dupfactor": opts.dupfactor}
+        topts = dataclasses.replace(topts, extra_meta={**topts.extra_meta, "feedback_flows": 0 if fb is None else fb.count(),
+                                                       "dupfactor": opts.dupfactor})
     return registry.train(kind, base, held, topts, str(day), say)
 
 
