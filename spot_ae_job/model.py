@@ -275,12 +275,12 @@ def train_autoencoder(
                      f"out-of-fold scores of all {n_benign} benign flows ({thresholds.CROSSFIT_FOLDS}-fold cross-fitting)")
             raw = np.asarray(benign.toPandas().to_numpy(dtype=np.float64))
             oof = crossfit_scores(scaler.transform(raw), epochs=epochs, batch_size=batch_size, seed=seed,
-                                  validation_split=validation_split)
+                                  validation_split=validation_split, workers=workers)
             q = thresholds.quantiles_of(oof)
             model.threshold = thresholds.threshold_from_quantiles(q, threshold_mode, threshold_value, flows_per_day=per_day)
             thr_meta.update(benign_quantiles=q, threshold_fitted_on=(
                 f"out-of-fold scores of all {n_benign} distinct benign training flows ({thresholds.CROSSFIT_FOLDS}-fold "
-                f"cross-fitting: each fold scored by the same network trained in-process on the other folds); "
+                f"cross-fitting: each fold scored by the same network trained on the other folds as Elephas trains, in-process); "
                 f"the held-out slice ({n_held}) was too small"))
             res = thresholds.resolution(n_benign, fraction, f"{thresholds.CROSSFIT_FOLDS}-fold cross-fitting")
     thr_meta["threshold_resolution"] = res
@@ -315,18 +315,47 @@ def train_autoencoder(
     return model
 
 
-def crossfit_scores(x: np.ndarray, *, epochs: int, batch_size: int, seed: int, validation_split: float,
+def crossfit_scores(x: np.ndarray, *, epochs: int, batch_size: int, seed: int, validation_split: float, workers: int,
                     folds: int = thresholds.CROSSFIT_FOLDS) -> np.ndarray:
     """Out-of-fold reconstruction errors of every (scaled) row: fold k is scored by the same
-    network, trained the same way on the other folds. Only for small training sets (the held-out
-    slice could not resolve the asked rate), so plain in-process Keras is the right tool."""
+    network trained on the other folds the way Elephas trains the deployed one (`elephas_fit`).
+    Only for small training sets (the held-out slice could not resolve the asked rate): in-process,
+    because at this size Spark would only add overhead, and identical in method, because a fold
+    model trained differently (plain Keras fit keeps Adam's state across epochs and does not
+    average workers) reconstructs better than the deployed model and sets the threshold too low."""
     assign = np.random.default_rng(seed).permutation(len(x)) % folds
     out = np.empty(len(x), dtype=np.float64)
     for k in range(folds):
-        fit, test = x[assign != k], x[assign == k]
+        test = x[assign == k]
         if len(test) == 0:
             continue
-        net = build_network(seed + k, x.shape[1])
-        net.fit(fit, fit, epochs=epochs, batch_size=batch_size, verbose=0, shuffle=True, validation_split=validation_split)
-        out[assign == k] = forward([np.asarray(w, dtype=np.float32) for w in net.get_weights()], test.astype(np.float32))
+        w = elephas_fit(x[assign != k], epochs=epochs, batch_size=batch_size, seed=seed + k,
+                        validation_split=validation_split, workers=workers)
+        out[assign == k] = forward([np.asarray(a, dtype=np.float32) for a in w], test.astype(np.float32))
     return out
+
+
+def elephas_fit(x: np.ndarray, *, epochs: int, batch_size: int, seed: int, validation_split: float, workers: int) -> list:
+    """Elephas' synchronous training, in one process: the rows split into `workers` partitions
+    (shuffled once, as train_autoencoder orders them); every epoch each partition trains one
+    epoch from the same weights with a fresh Adam (Elephas rebuilds the optimizer per task), a
+    partition not larger than a batch contributes no update, and the updates are averaged."""
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(x))
+    parts = [x[order[i::workers]] for i in range(max(1, workers))]
+    net = build_network(seed, x.shape[1])
+    weights = net.get_weights()
+    for _ in range(epochs):
+        deltas = []
+        for part in parts:
+            if len(part) <= batch_size:
+                deltas.append([np.zeros_like(w) for w in weights])
+                continue
+            net.set_weights(weights)
+            opt = net.optimizer
+            for v in (v for v in opt.variables if "learning_rate" not in v.name) if opt.built else ():
+                v.assign(np.zeros(v.shape, dtype=v.dtype))
+            net.fit(part, part, epochs=1, batch_size=batch_size, verbose=0, shuffle=True, validation_split=validation_split)
+            deltas.append([a - b for a, b in zip(weights, net.get_weights())])
+        weights = [w - np.mean([d[i] for d in deltas], axis=0) for i, w in enumerate(weights)]
+    return weights

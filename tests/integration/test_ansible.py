@@ -298,7 +298,8 @@ def test_the_ae_job_scores_an_excerpt_day_on_the_deployed_yarn(site, data_dir):
 
     out = f"/user/spot/flow/scored_results/{DAY}"
     run_json = json.loads(site.sh("node2", f"hdfs dfs -cat {out}/run.json").stdout)
-    assert (run_json["day"], run_json["model"]) == (DAY, "ae") and run_json["flows_scored"] > 0
+    # the excerpt carries IPs and timestamps: the default (auto) is the host-context model
+    assert (run_json["day"], run_json["model"]) == (DAY, "ae-context") and run_json["flows_scored"] > 0
     rows = list(csv.reader(io.StringIO(site.sh("node2", f"hdfs dfs -cat {out}/scores/flow_results.csv").stdout)))
     assert rows[0][: len(RESULT_COLUMNS)] == RESULT_COLUMNS  # Spot's columns first; explanations after
     assert len(rows) - 1 == run_json["suspicious"]

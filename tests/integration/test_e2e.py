@@ -179,7 +179,8 @@ def scored(spot_cluster, replayed) -> dict:
 def test_the_ae_job_on_yarn_scores_the_replayed_day_into_spots_layout(spot_cluster, replayed, scored):
     assert scored["apps"] and all(a["finalStatus"] == "SUCCEEDED" for a in scored["apps"]), scored["apps"]
     run = scored["test"]
-    assert (run["day"], run["model"], run["higher_is_suspicious"]) == (E.TEST_DAY, "ae", True)
+    # the replayed flows carry IPs and timestamps: the default (auto) is the host-context model
+    assert (run["day"], run["model"], run["higher_is_suspicious"]) == (E.TEST_DAY, "ae-context", True)
     assert run["model_version"] == scored["train"]["model_version"]  # scored with the saved model
     assert run["training_day"] == E.TRAIN_DAY
     # every flow of the day that was replayed was scored, none rejected
