@@ -324,7 +324,9 @@ def fit_lda(
         thr_meta.update(threshold_fitted_on="the training flows (the paper's protocol)", holdout_fraction=0.0)
     fraction = thresholds.flagged_fraction(threshold_mode, threshold_value, flows_per_day=flows_per_day or n_train)
     thr_meta["threshold_resolution"] = thresholds.resolution(
-        thr_meta["holdout_rows"], fraction, "held-out benign slice" if threshold_flows is not None else "training flows")
+        thr_meta["holdout_rows"], fraction, "held-out benign slice" if threshold_flows is not None else "training flows",
+        above=thr_meta["holdout_beyond"])
+    progress(f"LDA threshold: {thresholds.describe_resolution(thr_meta['threshold_resolution'])}")
     # drift reference: the same flow features the autoencoder reads, and the benign scores
     from spot_ae_job import drift
 

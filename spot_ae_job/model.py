@@ -266,7 +266,7 @@ def train_autoencoder(
         held_scores, threshold_mode, threshold_value, flows_per_day=per_day, fraction=holdout, seed=seed,
     )
     fraction = thresholds.flagged_fraction(threshold_mode, threshold_value, flows_per_day=per_day)
-    res = thresholds.resolution(n_held, fraction, "held-out benign slice")
+    res = thresholds.resolution(n_held, fraction, "held-out benign slice", above=thr_meta["holdout_beyond"])
     if not res["resolves"]:
         benign = feats.distinct().unionByName(variant_features(held_out, variant).select(*cols))
         n_benign = benign.count()
@@ -282,7 +282,8 @@ def train_autoencoder(
                 f"out-of-fold scores of all {n_benign} distinct benign training flows ({thresholds.CROSSFIT_FOLDS}-fold "
                 f"cross-fitting: each fold scored by the same network trained on the other folds as Elephas trains, in-process); "
                 f"the held-out slice ({n_held}) was too small"))
-            res = thresholds.resolution(n_benign, fraction, f"{thresholds.CROSSFIT_FOLDS}-fold cross-fitting")
+            res = thresholds.resolution(n_benign, fraction, f"{thresholds.CROSSFIT_FOLDS}-fold cross-fitting",
+                                        above=int((oof > model.threshold).sum()))
     thr_meta["threshold_resolution"] = res
     drift_ref = drift.reference(feats.select(*FEATURE_COLUMNS).toDF(*FEATURES), FEATURES)
     drift_ref.update(drift.reference(held_scores, [drift.SCORE]))

@@ -121,7 +121,9 @@ def fit_on_held_out(scores: DataFrame, mode: str = P95, value: float | None = No
     """Held-out benign scores -> (threshold, the model.json fields that let it be re-fitted)."""
     q = benign_quantiles(scores)
     thr = threshold_from_quantiles(q, mode, value, flows_per_day=flows_per_day, higher_is_suspicious=higher_is_suspicious)
+    beyond = F.col("score") > thr if higher_is_suspicious else F.col("score") < thr
     meta = {
+        "holdout_beyond": int(scores.where(beyond).count()),  # what the threshold really flags of the slice
         "threshold_mode": mode,
         "threshold_value": value,
         "threshold_flows_per_day": flows_per_day,
@@ -185,21 +187,30 @@ def fpr_interval(n: int, above: int, level: float = 0.95) -> tuple[float, float]
     return beta_quantile(above + 1, n - above, tail), beta_quantile(above + 1, n - above, 1 - tail)
 
 
-def resolution(n: int, fraction: float, method: str) -> dict:
+def resolution(n: int, fraction: float, method: str, above: int | None = None) -> dict:
     """What a threshold fitted on `n` benign scores for a flagged `fraction` can promise (model.json,
-    run.json, the CLI and the OA model panel show it)."""
-    above = int(math.floor(n * fraction))
-    lo, hi = fpr_interval(n, above)
-    return {"method": method, "benign_flows": int(n), "target_fpr": float(fraction), "benign_above": above,
-            "fpr_interval_95": [round(lo, 6), round(hi, 6)], "resolves": n * fraction >= MIN_EXCEEDANCES}
+    run.json, the CLI and the OA model panel show it). `above`: how many of the n it really flags;
+    it differs from n x fraction where scores tie at the threshold (Spot's LDA scores every flow
+    with an unseen word exactly 0), and then the interval says what the threshold really does."""
+    k = int(math.floor(n * fraction)) if above is None else int(above)
+    lo, hi = fpr_interval(n, k)
+    return {"method": method, "benign_flows": int(n), "target_fpr": float(fraction), "benign_above": k,
+            "fpr_interval_95": [round(lo, 6), round(hi, 6)],
+            "resolves": n * fraction >= MIN_EXCEEDANCES and lo <= fraction <= hi}
 
 
 def describe_resolution(r: dict | None) -> str:
     if not r:
         return ""
     lo, hi = r["fpr_interval_95"]
-    warn = "" if r["resolves"] else (f"; too few benign flows to resolve a {r['target_fpr']:.2%} rate "
-                                     f"(fewer than {MIN_EXCEEDANCES} expected above it)")
+    if r["resolves"]:
+        warn = ""
+    elif not lo <= r["target_fpr"] <= hi:
+        warn = (f"; NOT the asked {r['target_fpr']:.2%}: {r['benign_above']} of the {r['benign_flows']} benign scores "
+                "lie beyond it (ties at the threshold)")
+    else:
+        warn = (f"; too few benign flows to resolve a {r['target_fpr']:.2%} rate "
+                f"(fewer than {MIN_EXCEEDANCES} expected above it)")
     return (f"{r['method']}, {r['benign_flows']} benign flows: true benign FPR in [{lo:.2%}, {hi:.2%}] "
             f"with 95% confidence{warn}")
 

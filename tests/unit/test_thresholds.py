@@ -111,3 +111,12 @@ def test_the_demos_old_threshold_could_not_resolve_five_percent():
     assert r["fpr_interval_95"][0] < 0.01 and r["fpr_interval_95"][1] > 0.14
     big = resolution(100_000, 0.05, "held-out benign slice")
     assert big["resolves"] and big["fpr_interval_95"][0] > 0.048 and big["fpr_interval_95"][1] < 0.052
+
+
+def test_a_threshold_that_ties_and_flags_nothing_says_so_instead_of_promising_five_percent():
+    # Spot's LDA scores every flow with an unseen word exactly 0: p5 of such a slice is 0, "< 0" flags none
+    r = resolution(400, 0.05, "held-out benign slice", above=0)
+    assert not r["resolves"] and r["fpr_interval_95"][1] < 0.01
+    from spot_ae_job.thresholds import describe_resolution
+
+    assert "NOT the asked 5.00%" in describe_resolution(r)
