@@ -19,9 +19,10 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import io
 import hashlib
+import io
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -343,20 +344,23 @@ def elephas_fit(x: np.ndarray, *, epochs: int, batch_size: int, seed: int, valid
     partition not larger than a batch contributes no update, and the updates are averaged."""
     rng = np.random.default_rng(seed)
     order = rng.permutation(len(x))
-    parts = [x[order[i::workers]] for i in range(max(1, workers))]
+    # Keras' validation_split holds out the last rows of each partition and never trains on them;
+    # they are cut here, so no validation pass runs (its loss changes no weight)
+    whole = [x[order[i::workers]] for i in range(max(1, workers))]
+    parts = [(len(p), p[: int(math.floor(len(p) * (1.0 - validation_split)))]) for p in whole]
     net = build_network(seed, x.shape[1])
     weights = net.get_weights()
     for _ in range(epochs):
         deltas = []
-        for part in parts:
-            if len(part) <= batch_size:
+        for rows, part in parts:
+            if rows <= batch_size:  # Elephas fits a partition only when it holds more than one batch
                 deltas.append([np.zeros_like(w) for w in weights])
                 continue
             net.set_weights(weights)
             opt = net.optimizer
             for v in (v for v in opt.variables if "learning_rate" not in v.name) if opt.built else ():
                 v.assign(np.zeros(v.shape, dtype=v.dtype))
-            net.fit(part, part, epochs=1, batch_size=batch_size, verbose=0, shuffle=True, validation_split=validation_split)
+            net.fit(part, part, epochs=1, batch_size=batch_size, verbose=0, shuffle=True)
             deltas.append([a - b for a, b in zip(weights, net.get_weights())])
         weights = [w - np.mean([d[i] for d in deltas], axis=0) for i, w in enumerate(weights)]
     return weights
