@@ -55,10 +55,11 @@ def test_the_threshold_states_what_it_was_fitted_on_and_the_rate_it_can_promise(
     m = _model_json(huser)
     assert m["threshold_mode"] == "p95" and m["holdout_rows"] > 0
     assert m["training_rows"] + m["holdout_rows"] == 504  # the day's benign flows, split
-    # ~75 held-out flows cannot resolve 5% (under 10 expected above it): all 504 are cross-fitted
+    # ~75 held-out flows cannot resolve 5% (under 10 expected above it): every distinct benign flow
+    # of the day is cross-fitted (a few of the 504 rows are exact duplicates, counted once)
     res = m["threshold_resolution"]
-    assert res["method"] == "5-fold cross-fitting" and res["benign_flows"] == 504 and res["resolves"]
-    assert "out-of-fold" in m["threshold_fitted_on"] and m["benign_quantiles"]["n"] == 504
+    assert res["method"] == "5-fold cross-fitting" and 495 <= res["benign_flows"] <= 504 and res["resolves"]
+    assert "out-of-fold" in m["threshold_fitted_on"] and m["benign_quantiles"]["n"] == res["benign_flows"]
     lo, hi = res["fpr_interval_95"]
     assert lo < 0.05 < hi and hi - lo < 0.06
     assert m["threshold"] == threshold_from_quantiles(m["benign_quantiles"], "p95")
