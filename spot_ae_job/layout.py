@@ -114,6 +114,10 @@ class DayResults:
     def stream(self) -> str:  # micro-batch outputs of the streaming scorer
         return f"{self.root}/stream"
 
+    @property
+    def stream_run_json(self) -> str:  # the streaming scorer's run.json: the model of its latest batch
+        return f"{self.stream}/run.json"
+
     def tmp(self, name: str) -> str:
         return f"{self.root}/_{name}_tmp"
 

@@ -233,6 +233,23 @@ def _labelled_figures(flagged: DataFrame, threshold: float, higher: bool) -> dic
             "recall_at_benign_fpr_0.05": m.get("recall_at_fpr_0.05")}
 
 
+def model_facts(model, day: Day, threshold: float, how: dict, tol: float | None = None) -> dict:
+    """The run.json fields that say which model scored a day and how its threshold was set:
+    the same for a batch run and for the stream's batches (stream/run.json)."""
+    return {
+        "day": str(day),
+        "model": model.kind,
+        "model_version": model.version,
+        "threshold": float(threshold),
+        **how,
+        "threshold_fitted_on": None if tol is not None else model.meta.get("threshold_fitted_on"),
+        "threshold_resolution": None if tol is not None else model.meta.get("threshold_resolution"),
+        "higher_is_suspicious": model.higher_is_suspicious,
+        "training_day": model.meta.get("training_day"),
+        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
 def write_results(
     spark: SparkSession,
     scored: DataFrame,
@@ -281,20 +298,11 @@ def write_results(
         summary.drift = drift.measure(ref, drift.named_features(stored, keep=(SCORE,)), opts.drift_limit)
     summary.labelled = _labelled_figures(flagged, threshold, higher)
     run = {
-        "day": str(day),
-        "model": model.kind,
-        "model_version": model.version,
-        "threshold": float(threshold),
-        **how,
-        "threshold_fitted_on": None if opts.tol is not None else model.meta.get("threshold_fitted_on"),
-        "threshold_resolution": None if opts.tol is not None else model.meta.get("threshold_resolution"),
-        "higher_is_suspicious": higher,
+        **model_facts(model, day, threshold, how, tol=opts.tol),
         "flows_scored": summary.flows_scored,
         "suspicious": summary.suspicious,
         "written": min(summary.suspicious, max_results) if max_results is not None and max_results >= 0 else summary.suspicious,
         "rejected": n_rej,
-        "training_day": model.meta.get("training_day"),
-        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "score_histogram": _histogram(stored),
         "drift": summary.drift,
         "labelled": summary.labelled,

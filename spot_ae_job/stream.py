@@ -22,6 +22,7 @@ marker is in it.
 from __future__ import annotations
 
 import functools
+import json
 import time
 from dataclasses import dataclass
 from typing import Callable
@@ -34,7 +35,7 @@ from spot_ae_job.alerts import write_alerts
 from spot_ae_job.context import WINDOWS, add_context
 from spot_ae_job.errors import SpotAEError
 from spot_ae_job.layout import MODEL_VERSION, SCORE, Day, Layout
-from spot_ae_job.mlops import validate_rows
+from spot_ae_job.mlops import model_facts, validate_rows
 from spot_ae_job.model import AEModel
 from spot_ae_job.schema import FLOW_COLUMNS, PARTITION_COLUMNS, PARTITIONED_FLOW_SCHEMA, RESULT_COLUMNS
 from spot_ae_job.score import flag_suspicious
@@ -175,6 +176,10 @@ class BatchScorer:
         flagged.select(*RESULT_COLUMNS, MODEL_VERSION, BATCH_ID).coalesce(1) \
             .write.mode("overwrite").parquet(f"{out}/suspicious/{name}")
         _write_alerts(spark, flagged, model, day, self.huser, batch_id)
+        facts = model_facts(model, Day.parse(day), model.threshold,
+                            {"threshold_mode": model.meta.get("threshold_mode"), "threshold_value": model.meta.get("threshold_value")})
+        fsutil.write_text(spark, Layout(self.huser).results(Day.parse(day)).stream_run_json,
+                          json.dumps({**facts, "streamed": True, "last_batch": batch_id}, indent=2))
 
 
 def flow_stream(spark: SparkSession, huser: str, max_files_per_trigger: int) -> DataFrame:

@@ -209,7 +209,7 @@ class Results:
                 continue
             problem = None
             try:
-                run = self._run_json(e.name) if csv_entry is not None else {}
+                run = self._run_json(e.name) if csv_entry is not None else self._run_json(e.name, "stream/run.json")
             except (BadData, StorageError) as err:
                 run, problem = {}, _why(err)
             item = {
@@ -274,8 +274,8 @@ class Results:
             return None
         return pd.concat(frames, ignore_index=True)
 
-    def _run_json(self, day: str) -> dict:
-        rel = f"{self._day_dir(day)}/run.json"
+    def _run_json(self, day: str, name: str = "run.json") -> dict:
+        rel = f"{self._day_dir(day)}/{name}"
         if self.storage.stat(rel) is None:
             return {}
         return _json_object(self.storage.read(rel), f"run.json of {day}")
@@ -398,12 +398,13 @@ class Results:
             raise NotFound(f"no results for {day}")
         run = self._run_json(day)
         if not run:
-            if self._stream_entries(day):  # scored by the stream only so far
+            if self._stream_entries(day):  # scored by the stream only so far: its run.json names the model
                 t = self.table(day)
                 versions = sorted(set(t[MODEL_VERSION].dropna())) if MODEL_VERSION in t else []
-                return {"day": day, "model": "ae", "model_version": versions[-1] if versions else None,
-                        "model_versions": versions, "streamed": True, "higher_is_suspicious": True,
-                        "suspicious": int(len(t))}
+                srun = self._run_json(day, "stream/run.json")
+                return {"model": "ae", "higher_is_suspicious": True, **srun, "day": day,
+                        "model_version": versions[-1] if versions else srun.get("model_version"),
+                        "model_versions": versions, "streamed": True, "suspicious": int(len(t))}
             raise NotFound(f"no run.json for {day}")
         keys = ["day", "model", "model_version", "threshold", "threshold_mode", "higher_is_suspicious",
                 "flows_scored", "suspicious", "written", "rejected", "training_day", "created",

@@ -277,3 +277,7 @@ def test_a_context_model_streams_the_scores_a_batch_run_of_the_day_gives(spark, 
     streamed_scores = {tuple(r[:-1]): r[-1] for r in streamed(spark, huser, DAY).select(*KEY, "score").collect()}
     assert len(streamed_scores) == len(batch) > 1000
     assert all(streamed_scores[k] == pytest.approx(v, rel=1e-6) for k, v in batch.items())
+    # the stream's run.json names the model, so the OA need not guess it for a streamed day
+    panel = Results(open_storage(huser)).model(DAY)
+    assert (panel["model"], panel["model_version"], panel["streamed"]) == ("ae-context", "ctx-v1", True)
+    assert panel["threshold"] == pytest.approx(model.threshold)
