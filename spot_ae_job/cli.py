@@ -218,10 +218,9 @@ def cmd_load_csv(args) -> int:
 
 def cmd_alerts(args) -> int:
     day = Day.parse(args.day)
-    path = forward.config_path(args.forward_config)
-    if path is None:
+    cfg = _forward_config(args.forward_config)
+    if cfg is None:
         raise SpotAEError(f"no forwarding configured: pass --forward-config FILE or set ${forward.CONFIG_ENV} (docs/alerts.md)")
-    cfg = forward.load_config(path)
     forward.forward_day(_spark(args), str(day), _layout(args).huser, cfg, progress=_say)
     return 0
 
@@ -240,7 +239,6 @@ def cmd_train(args) -> int:
 def cmd_score(args) -> int:
     day = Day.parse(args.day)
     opts = run_options(args)
-    opts.model_version = args.model_version
     spark, layout = _spark(args), _layout(args)
     model = registry.load(spark, layout, registry.AUTO, opts.model_version)
     mlops.score_day(spark, layout, day, model, opts, _say)
