@@ -23,6 +23,7 @@ import datetime as dt
 import hashlib
 import ipaddress
 import json
+import logging
 
 from spot_ae_job.errors import SpotAEError
 
@@ -132,11 +133,17 @@ def read_all(spark, huser: str) -> list[dict]:
     """Every verdict record on HDFS/local. Verdicts are few (one per analyst click), so they are
     read to the driver: the rule for which one is in force stays one Python function."""
     from spot_ae_job import fsutil
+    from spot_ae_job.layout import Layout, is_day
 
-    root = f"{huser.rstrip('/')}/flow/{VERDICTS_DIR}"
+    root = Layout(huser).verdicts
     if not fsutil.list_files(spark, root, (".json",)):
         return []
-    return [r.asDict() for r in spark.read.schema(spark_schema()).json(root).collect()]
+    rows = [r.asDict() for r in spark.read.schema(spark_schema()).json(root).collect()]
+    # a malformed verdict file (Spark reads it as nulls) fails alone, as in the OA: it is skipped
+    good = [r for r in rows if is_day(r.get("day")) and r.get("sev") in (1, 2, 3)]
+    if len(good) < len(rows):
+        logging.getLogger(__name__).warning("%d unreadable verdict record(s) under %s skipped", len(rows) - len(good), root)
+    return good
 
 
 def in_force_df(spark, huser: str, at: dt.datetime | None = None, sev: tuple[int, ...] = (1, 2, 3)):

@@ -118,3 +118,13 @@ def test_a_verdict_given_on_day_1_changes_the_results_of_day_2(spark, tmp_path, 
     assert "feedback: 1 low-risk flows from analyst verdicts" in capsys.readouterr().out
     model2 = (root / "flow/models/LATEST").read_text().strip()
     assert json.loads((root / "flow/models" / model2 / "model.json").read_text())["feedback_flows"] == 1
+
+
+def test_a_malformed_verdict_file_is_skipped_by_the_spark_side_not_fatal(spark, tmp_path):
+    root = tmp_path / "flow" / verdicts.VERDICTS_DIR
+    root.mkdir(parents=True)
+    good = v(3, 0)
+    (tmp_path / "flow" / verdicts.file_name(good)).write_bytes(verdicts.to_line(good))
+    (root / "20261101T000000Z-broken.json").write_text('{"sev": "high", "day": 20180215\n')
+    (root / "20261101T000001Z-noday.json").write_text(json.dumps({**good, "id": "x", "day": None}))
+    assert [r["id"] for r in verdicts.read_all(spark, tmp_path.as_uri())] == [good["id"]]
