@@ -29,7 +29,7 @@ SUSPICIOUS = "suspicious"
 RANK = "rank"
 MODEL_VERSION = "model_version"
 
-_DAY = re.compile(r"(\d{4})(\d{2})(\d{2})")
+_DAY = re.compile(r"([0-9]{4})([0-9]{2})([0-9]{2})")  # ASCII digits only (\d would take other scripts' digits)
 
 
 @dataclass(frozen=True, order=True)

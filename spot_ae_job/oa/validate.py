@@ -5,9 +5,11 @@ a 400 JSON error. Sort keys come from an allow-list, sizes are bounded, dates mu
 """
 from __future__ import annotations
 
-import datetime as dt
 import ipaddress
 import re
+
+from spot_ae_job.errors import SpotAEError
+from spot_ae_job.layout import Day
 
 # \A..\Z, not ^..$: `$` also matches before a trailing newline, and "20180216\n" is not a day.
 DAY_RE = re.compile(r"\A[0-9]{8}\Z")
@@ -24,13 +26,11 @@ class Invalid(ValueError):
 
 
 def day(value: str | None) -> str:
-    if value is None or not DAY_RE.match(value):
-        raise Invalid(f"day must be YYYYMMDD, got {value!r}")
+    """A day as Spot names it, by the one parser the whole job uses (layout.Day)."""
     try:
-        dt.date(int(value[:4]), int(value[4:6]), int(value[6:]))
-    except ValueError:
-        raise Invalid(f"day {value!r} is not a calendar date") from None
-    return value
+        return str(Day.parse(value))
+    except SpotAEError as e:
+        raise Invalid(str(e)) from None
 
 
 def ip(value: str | None, name: str = "ip", required: bool = False) -> str | None:
