@@ -49,7 +49,7 @@ class Day:
         try:
             dt.date(y, mo, d)
         except ValueError:
-            raise SpotAEError(f"not a calendar date: {text}") from None
+            raise SpotAEError(f"day {text} is not a calendar date") from None
         return cls(y, mo, d)
 
     @classmethod
