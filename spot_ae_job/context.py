@@ -114,19 +114,22 @@ def _distinct(u: DataFrame, key: tuple[str, ...], value: str, name: str, minutes
     return events.select(*key, _MIN, F.sum("_d").over(run).alias(name))
 
 
-def raw_context(flows: DataFrame, universe: DataFrame | None = None) -> DataFrame:
+def raw_context(flows: DataFrame, universe: DataFrame | None = None, by: tuple[str, ...] = ()) -> DataFrame:
     """flows -> flows + the context counts (CONTEXT_FEATURES, not yet logged), each counted over
     `universe` (default: `flows` themselves), which must hold every flow of the windows asked
-    about. Rows without a source IP or timestamp get the values of a flow alone."""
+    about. `by`: columns of both that separate worlds whose flows never count for each other
+    (the stream passes the day, so one pass serves a batch of several days as a run per day
+    would). Rows without a source IP or timestamp get the values of a flow alone."""
     has = F.col("sip").isNotNull() & F.col("unix_tstamp").isNotNull()
+    src_k, dst_k, svc_k = ((*by, *k) for k in (SRC, DST, SVC))
     u = _keyed((universe if universe is not None else flows).where(has))
-    src = (_counts(u, SRC, "src", with_failed=True)
-           .join(_distinct(u, SRC, "dport", "src_dports_1h"), [*SRC, _MIN])
-           .join(_distinct(u, SRC, "dip", "src_dips_1h"), [*SRC, _MIN]))
-    dst = _counts(u, DST, "dst").drop("dst_flows_1m").join(_distinct(u, DST, "sip", "dst_sips_1h"), [*DST, _MIN])
-    svc = _counts(u, SVC, "svc")
+    src = (_counts(u, src_k, "src", with_failed=True)
+           .join(_distinct(u, src_k, "dport", "src_dports_1h"), [*src_k, _MIN])
+           .join(_distinct(u, src_k, "dip", "src_dips_1h"), [*src_k, _MIN]))
+    dst = _counts(u, dst_k, "dst").drop("dst_flows_1m").join(_distinct(u, dst_k, "sip", "dst_sips_1h"), [*dst_k, _MIN])
+    svc = _counts(u, svc_k, "svc")
     keyed = _keyed(flows.withColumn(_HAS, has).withColumns({"_dport0": F.col("dport"), "_proto0": F.col("proto")}))
-    out = (keyed.join(src, [*SRC, _MIN], "left").join(dst, [*DST, _MIN], "left").join(svc, [*SVC, _MIN], "left"))
+    out = (keyed.join(src, [*src_k, _MIN], "left").join(dst, [*dst_k, _MIN], "left").join(svc, [*svc_k, _MIN], "left"))
     alone = {c: F.lit(1).cast("long") for c in COUNTS}
     vals = {c: F.when(F.col(_HAS), F.col(c).cast("long")).otherwise(alone[c]) for c in COUNTS}
     vals["src_failed_1h"] = F.when(F.col(_HAS), F.col("_src_failed_n") / F.col("src_flows_1h")).otherwise(failed())
@@ -135,10 +138,10 @@ def raw_context(flows: DataFrame, universe: DataFrame | None = None) -> DataFram
                       *[vals[c].alias(c) for c in CONTEXT_FEATURES]).select(*flows.columns, *CONTEXT_FEATURES)
 
 
-def add_context(flows: DataFrame, universe: DataFrame | None = None) -> DataFrame:
+def add_context(flows: DataFrame, universe: DataFrame | None = None, by: tuple[str, ...] = ()) -> DataFrame:
     """flows -> flows + CONTEXT_COLUMNS (log1p of the counts, the share as is; unscaled, like
-    add_features' f_* columns). `universe`: see raw_context."""
-    raw = raw_context(flows, universe)
+    add_features' f_* columns). `universe`, `by`: see raw_context."""
+    raw = raw_context(flows, universe, by)
     logged = {c: F.log1p(F.col(c).cast("double")) for c in COUNTS}
     logged.update({c: F.col(c).cast("double") for c in SHARES})
     return raw.select(*flows.columns, *[logged[c].cast("float").alias(FEATURE_PREFIX + c) for c in CONTEXT_FEATURES])

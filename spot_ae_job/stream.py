@@ -145,21 +145,20 @@ class BatchScorer:
     def _with_context(self, spark: SparkSession, good: DataFrame) -> DataFrame:
         """The batch's flows + host context counted against the flow table's flows of the same day
         and minutes (earlier batches included), so a streamed flow gets the value a batch run of
-        its day gives it (context.py: the windows look back at most 59 minutes)."""
-        table = spark.read.schema(PARTITIONED_FLOW_SCHEMA).parquet(Layout(self.huser).flow_table)
-        day = F.format_string("%04d%02d%02d", F.col("y"), F.col("m"), F.col("d"))
-        parts = []
-        for r in good.groupBy(DAY).agg(F.min("unix_tstamp").alias("lo"), F.max("unix_tstamp").alias("hi")).collect():
-            mine = good.where(F.col(DAY) == r[DAY])
-            if r["lo"] is None:
-                parts.append(add_context(mine))
-                continue
-            lo, hi = (r["lo"] // 60 - (WINDOWS["1h"] - 1)) * 60, (r["hi"] // 60 + 1) * 60
-            earlier = table.withColumn(DAY, day).where((F.col(DAY) == r[DAY]) & F.col("unix_tstamp").between(lo, hi - 1))
-            parts.append(add_context(mine, universe=validate_rows(earlier)[0]))
-        if not parts:  # an empty batch
+        its day gives it (context.py: the windows look back at most 59 minutes). One pass for all
+        the batch's days: the day is a key, and only those days' partitions are read."""
+        r = good.agg(F.min("unix_tstamp").alias("lo"), F.max("unix_tstamp").alias("hi"),
+                     F.collect_set(DAY).alias("days")).first()
+        if r["lo"] is None:
             return add_context(good)
-        return functools.reduce(DataFrame.unionByName, parts)
+        lo, hi = (r["lo"] // 60 - (WINDOWS["1h"] - 1)) * 60, (r["hi"] // 60 + 1) * 60
+        days = [Day.parse(d) for d in r["days"]]
+        on_days = functools.reduce(lambda a, b: a | b, [(F.col("y") == d.year) & (F.col("m") == d.month) & (F.col("d") == d.day)
+                                                        for d in days])
+        table = spark.read.schema(PARTITIONED_FLOW_SCHEMA).parquet(Layout(self.huser).flow_table)
+        earlier = (table.where(on_days & F.col("unix_tstamp").between(lo, hi - 1))  # partition columns: only those days are read
+                   .withColumn(DAY, F.format_string("%04d%02d%02d", F.col("y"), F.col("m"), F.col("d"))))
+        return add_context(good, universe=validate_rows(earlier)[0], by=(DAY,))
 
     def _write_day(self, spark, scored: DataFrame, rejects: DataFrame, model: AEModel, day: str,
                    batch_id: int, n_rejected: int) -> None:

@@ -166,8 +166,13 @@ def model_version(spot_cluster, data_dir) -> str:
     name = EXCERPT.rsplit("/", 1)[1]
     spot_cluster.exec("ml-client", "spot-ae", "load-csv", "--huser", HUSER, "--master", "yarn",
                       f"hdfs://namenode:8020/tmp/excerpt/{name}")
+    # The paper's per-flow model: this module is about the long-running YARN application, its
+    # restart and latency. The host-context model's stream = batch equality is a unit test
+    # (tests/unit/test_stream.py); on this cluster its first batch (the excerpt's 10-day backlog)
+    # once timed out a broadcast at 300 s before the stream read only its days' partitions in one
+    # pass, and that fix has not run on the cluster yet (issue 23 measures the stream at load).
     spot_cluster.exec("ml-client", "spot-ae", "train", "--day", TRAIN_DAY, "--huser", HUSER, "--master", "yarn",
-                      "--epochs", "2")
+                      "--epochs", "2", "--model", "ae")
     return spot_cluster.hdfs("-cat", "/user/spot/flow/models/LATEST").strip()
 
 
