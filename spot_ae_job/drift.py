@@ -23,11 +23,11 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
 from spot_ae_job.features import FEATURE_COLUMNS, FEATURES, add_features
+from spot_ae_job.layout import SCORE
 
 PSI_LIMIT = 0.25
 BINS = 10
 EMPTY_SHARE = 1e-4
-SCORE = "score"
 
 
 def named_features(flows: DataFrame, keep: tuple[str, ...] = ()) -> DataFrame:

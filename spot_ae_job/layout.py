@@ -52,16 +52,8 @@ class Day:
             raise SpotAEError(f"day {text} is not a calendar date") from None
         return cls(y, mo, d)
 
-    @classmethod
-    def of(cls, date: dt.date) -> "Day":
-        return cls(date.year, date.month, date.day)
-
     def __str__(self) -> str:
         return f"{self.year:04d}{self.month:02d}{self.day:02d}"
-
-    @property
-    def date(self) -> dt.date:
-        return dt.date(self.year, self.month, self.day)
 
     def partition(self, root: str) -> str:
         """`root/y=YYYY/m=M/d=D`: the Hive partition of this day (integers, not zero-padded)."""

@@ -44,6 +44,7 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from spot_ae_job import __version__, fsutil, thresholds
+from spot_ae_job.layout import SCORE
 from spot_ae_job.schema import FLOW_COLUMNS, SCHEMA_VERSION
 
 TOPIC_COUNT = 20
@@ -51,7 +52,6 @@ LOW_TO_LOW = "111111"  # both ports <= 1024 (Spot's LowToLowPortEncoding)
 HIGH_TO_HIGH = "333333"  # both ports > 1024 (Spot's HighToHighPortEncoding)
 SIDE_MARK = "-1_"  # prefixes the word of the side that owns the port in the word
 SRC_WORD, DST_WORD = "src_word", "dst_word"
-SCORE = "score"
 # quantile binning of Spot's older releases: deciles of time of day and ibyt, quintiles of ipkt
 _QUANTILE_PROBS = {
     "tod": [i / 10 for i in range(1, 10)],

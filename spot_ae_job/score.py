@@ -31,9 +31,9 @@ from pyspark.sql import types as T
 
 from spot_ae_job.errors import SpotAEError
 from spot_ae_job.features import FEATURE_COLUMNS, FEATURE_INPUTS, feature_matrix
+from spot_ae_job.layout import SCORE
 from spot_ae_job.schema import FLOW_FIELDS
 
-SCORE = "score"
 SCORERS = ("auto", "jvm", "arrow")
 JVM_CLASS = "spotae.AeScore"
 # The types the JVM scorer reads are the flow table's (AeScore.INPUT_TYPES): other types are cast first.

@@ -36,15 +36,13 @@ from pyspark.sql import types as T  # types only: no JVM is started
 from spot_ae_job.explain import EXPLANATION_SCHEMA
 from spot_ae_job import verdicts as verdict_store
 from spot_ae_job.errors import SpotAEError
+from spot_ae_job.layout import MODEL_VERSION, RANK, SCORE
 from spot_ae_job.oa.storage import Entry, StorageError, write_lock
 from spot_ae_job.oa.validate import DAY_RE
 from spot_ae_job.schema import FEEDBACK_COLUMNS, FLOW_SCHEMA, RESULT_COLUMNS
 
 log = logging.getLogger("spot_ae_job.oa")
 
-SCORE = "score"
-RANK = "rank"
-MODEL_VERSION = "model_version"
 STREAM_SUSPICIOUS = "stream/suspicious"
 STREAM_ALL_SCORES = "stream/all_scores"
 
