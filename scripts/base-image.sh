@@ -5,6 +5,8 @@
 # Usage: scripts/base-image.sh [--force]   (prints the tag it made)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# One debootstrap at a time (the image build and the Ansible test both ask for the rootfs).
+mkdir -p build && exec 8>build/.base-image.lock && flock 8
 tag=${SPOT_AE_ROOTFS_IMAGE:-spot-ae/rootfs:bookworm}
 suite=bookworm
 if [[ ${1:-} != --force ]] && docker image inspect "$tag" >/dev/null 2>&1; then

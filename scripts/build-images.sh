@@ -9,6 +9,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
+# One build at a time on this engine (two test workers may both ask for the images).
+mkdir -p build && exec 9>build/.build-images.lock && flock 9
 force=${1:-}
 # compose/.env holds the defaults compose itself uses; the caller's environment wins, as in compose.
 while IFS='=' read -r k v; do

@@ -27,6 +27,6 @@ if wait "$build_pid"; then
 else
   echo "images: building failed (log: $build_log)"; tail -20 "$build_log"; rc=1
 fi
-phase docker -m docker -rP --durations=0 tests || rc=1
+phase docker -m docker -rP --durations=0 -n 2 --dist loadgroup tests || rc=1
 echo "total: $((SECONDS - t0)) s"
 exit $rc

@@ -116,6 +116,16 @@ def _docker(*args: str) -> str:
     return r.stdout
 
 
+def pytest_collection_modifyitems(items):
+    """The docker phase runs on two xdist workers (`-n 2 --dist loadgroup`, scripts/test.sh): every
+    test on the compose cluster is one group, so that one worker brings the cluster up once; the
+    Ansible nodes and the rsyslog receiver are groups of their own and run beside it. Their
+    time is mostly waiting (daemons starting, playbook tasks, rotations, YARN polling)."""
+    for item in items:
+        group = "compose-cluster" if "spot_cluster" in item.fixturenames else item.module.__name__
+        item.add_marker(pytest.mark.xdist_group(group))
+
+
 @pytest.fixture(scope="session")
 def oa_user() -> OAUser | None:
     """One analyst with a random password, hashed the way `spot-ae oa hash-password` does."""
