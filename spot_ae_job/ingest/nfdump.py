@@ -26,6 +26,7 @@ job can read nfdump CSV output with exactly the rules the ingest uses.
 """
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -87,6 +88,37 @@ def check_magic(path: str | os.PathLike) -> None:
         head = f.read(4)
     if len(head) < 4 or head[:2] != NFCAPD_MAGIC:
         raise NfdumpFileError(f"{path}: not an nfcapd file (magic {head[:2].hex(' ') or 'none'}, expected 0c a5)")
+
+
+def is_compressed(path: str | os.PathLike) -> bool:
+    """Whether the file's data blocks are compressed, from nfcapd's own header (nfdump 1.7's
+    nffileV2.h: layout 2 has a compression byte at offset 16, 0 = none; layout 1 has flag bits
+    at offset 4: LZO 0x1, BZ2 0x8, LZ4 0x10, ZSTD 0x20). `nfdump -v` would say the same but
+    reads, and decompresses, the whole file to say it."""
+    with open(path, "rb") as f:
+        head = f.read(17)
+    if len(head) < 17 or head[:2] != NFCAPD_MAGIC:
+        return False  # check_magic rejects such a file; nothing to decompress
+    layout = int.from_bytes(head[2:4], "little")
+    if layout == 1:
+        return bool(int.from_bytes(head[4:8], "little") & (0x1 | 0x8 | 0x10 | 0x20))
+    return head[16] != 0
+
+
+@contextlib.contextmanager
+def uncompressed(path: str | os.PathLike, nfdump: str = "nfdump"):
+    """(the file itself, []) or, when its blocks are compressed, (nfdump's uncompressed copy of it,
+    the warnings of making it) (`nfdump -r F -w COPY`), so that the two outputs the fast path
+    reads (and -o csv, when it falls back) pay the decompression once: for bz2 that is most of a
+    file's CPU. Raises NfdumpFileError when nfdump cannot read the file."""
+    if not is_compressed(path):
+        yield path, []
+        return
+    with _text_file(path) as copy, tempfile.TemporaryFile() as err:
+        where = f"/proc/{os.getpid()}/fd/{copy.fileno()}"  # (a memfd's only name; a temp file's too)
+        proc = subprocess.run([nfdump, "-r", str(path), "-w", where], stdout=subprocess.DEVNULL, stderr=err,
+                              stdin=subprocess.DEVNULL, env=_NFDUMP_ENV)
+        yield where, _judge(path, proc.returncode, err)
 
 
 _NFDUMP_ENV = {**os.environ, "TZ": "UTC"}  # nfdump prints times in the local zone; the flow table holds UTC
@@ -163,14 +195,15 @@ def _judge(path, returncode: int, err) -> list[str]:
     return [ln for ln in stderr if ln.strip()]
 
 
-def run_nfdump(path: str | os.PathLike, bidirectional: bool = False, nfdump: str = "nfdump") -> tuple[bytes, list[str]]:
+def run_nfdump(path: str | os.PathLike, bidirectional: bool = False, nfdump: str = "nfdump",
+               name: str | None = None) -> tuple[bytes, list[str]]:
     """nfdump's whole `-o csv` output of one file and its stderr warnings; raises NfdumpFileError on a bad file.
 
     `bidirectional` (-B) joins the two directions nfpcapd writes into one record (PLATFORM.md).
     """
     check_magic(path)
     with _text_file(path) as out:
-        warnings = _run_into(out, path, bidirectional, nfdump, "csv")
+        warnings = _run_into([(out, "csv")], path, bidirectional, nfdump, name)
         out.seek(0)
         return out.read(), warnings
 
@@ -215,13 +248,20 @@ def _compact(out, size: int) -> bytes:
     return b"".join(parts)
 
 
-def _run_into(out, path, bidirectional: bool, nfdump: str, output: str) -> list[str]:
-    """nfdump's `output` of `path` written to the file `out`; its stderr warnings (NfdumpFileError
-    if nfdump says the file is bad)."""
-    with tempfile.TemporaryFile() as err:
-        proc = subprocess.run(_nfdump_cmd(path, bidirectional, nfdump, output), stdout=out, stderr=err,
-                              stdin=subprocess.DEVNULL, env=_NFDUMP_ENV)
-        return _judge(path, proc.returncode, err)
+def _run_into(outputs: list[tuple], path, bidirectional: bool, nfdump: str, name=None) -> list[str]:
+    """nfdump's outputs of `path`, each [(file, output)] written to its file by its own nfdump,
+    all at once (nfdump is single-threaded: a lone file's two outputs take a core each); their
+    stderr warnings, each once (NfdumpFileError if nfdump says the file is bad)."""
+    with contextlib.ExitStack() as stack:
+        errs = [stack.enter_context(tempfile.TemporaryFile()) for _ in outputs]
+        procs = [subprocess.Popen(_nfdump_cmd(path, bidirectional, nfdump, output), stdout=out, stderr=err,
+                                  stdin=subprocess.DEVNULL, env=_NFDUMP_ENV)
+                 for (out, output), err in zip(outputs, errs)]
+        codes = [p.wait() for p in procs]
+        warnings: list[str] = []
+        for code, err in zip(codes, errs):
+            warnings += [w for w in _judge(name or path, code, err) if w not in warnings]
+        return warnings
 
 
 class _Rows:
@@ -249,7 +289,8 @@ class _Rows:
         return (self._left is None or self._left.num_rows == 0) and next(self._batches, None) is None
 
 
-def decode_fast(path: str | os.PathLike, bidirectional: bool = False, nfdump: str = "nfdump") -> Decoded | None:
+def decode_fast(path: str | os.PathLike, bidirectional: bool = False, nfdump: str = "nfdump",
+                source: str | None = None) -> Decoded | None:
     """One nfcapd file through nfdump's pipe and fmt outputs -> flows + rejects, or None when the
     output is not what this path maps with certainty (decode_file then takes the -o csv path).
     Raises NfdumpFileError if the file itself is bad.
@@ -258,10 +299,9 @@ def decode_fast(path: str | os.PathLike, bidirectional: bool = False, nfdump: st
     sides ~0.25 CPU s more per 300k flows in wake-ups and copies; with a worker per core the lost
     overlap of nfdump and the conversion within one file costs no throughput)."""
     check_magic(path)
-    source = Path(path).name
+    source = source or Path(path).name
     with _text_file(path) as pipe_out, _text_file(path) as rest_out:
-        warnings = _run_into(pipe_out, path, bidirectional, nfdump, "pipe")
-        warnings += [w for w in _run_into(rest_out, path, bidirectional, nfdump, REST_OUTPUT) if w not in warnings]
+        warnings = _run_into([(pipe_out, "pipe"), (rest_out, REST_OUTPUT)], path, bidirectional, nfdump, source)
         size = rest_out.seek(0, os.SEEK_END)
         tail = os.pread(rest_out.fileno(), min(size, 4096), max(0, size - 4096))
         cut = tail.rfind(b"\nSummary: total flows: ")
@@ -602,22 +642,30 @@ def decode_file(path: str | os.PathLike, bidirectional: bool = False, nfdump: st
     """One nfcapd file -> flows + rejects. Raises NfdumpFileError if the file itself is bad.
 
     The fast path first; what it cannot map with certainty (a line that does not split or type,
-    a row count that differs from nfdump's own) is decoded again through `-o csv`."""
-    return decode_fast(path, bidirectional, nfdump) or decode_file_csv(path, bidirectional, nfdump)
+    a row count that differs from nfdump's own) is decoded again through `-o csv`. A compressed
+    file is decompressed once for all of these runs."""
+    check_magic(path)
+    source = Path(path).name
+    with uncompressed(path, nfdump) as (readable, warnings):
+        dec = decode_fast(readable, bidirectional, nfdump, source) or \
+            decode_file_csv(readable, bidirectional, nfdump, source)
+    dec.warnings[:0] = [w for w in warnings if w not in dec.warnings]
+    return dec
 
 
-def decode_file_csv(path: str | os.PathLike, bidirectional: bool = False, nfdump: str = "nfdump") -> Decoded:
+def decode_file_csv(path: str | os.PathLike, bidirectional: bool = False, nfdump: str = "nfdump",
+                    source: str | None = None) -> Decoded:
     """One nfcapd file through `nfdump -o csv`, read whole: a line Arrow cannot split into the
     header's fields becomes a `wrong number of fields` reject (a row handler slows Arrow's parser
     ~3x, so it is only used when the plain read fails)."""
-    out, warnings = run_nfdump(path, bidirectional, nfdump)
+    out, warnings = run_nfdump(path, bidirectional, nfdump, source)
     raw, counted, malformed = parse_csv(out)
     printed = raw.num_rows + len(malformed)
     if bidirectional:  # -B joins two records into one: the Summary counts the records before joining
         counted = printed
     elif printed != counted:
-        raise NfdumpFileError(f"{path}: nfdump counted {counted} flows but printed {printed} rows")
-    return _finish(Path(path).name, raw, counted, malformed, warnings)
+        raise NfdumpFileError(f"{source or path}: nfdump counted {counted} flows but printed {printed} rows")
+    return _finish(source or Path(path).name, raw, counted, malformed, warnings)
 
 
 def _finish(source: str, raw: pa.Table, counted: int, malformed: list[tuple[str, str]], warnings: list[str]) -> Decoded:

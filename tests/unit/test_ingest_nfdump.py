@@ -191,6 +191,38 @@ def test_fast_decode_equals_csv_decode_on_real_nfcapd_files(data_dir, name):
         assert dec.rejects.num_rows > 0 and "ICMP6" in dec.flows["proto"].to_pylist()
         assert any(":" in a for a in dec.flows["sip"].to_pylist())
 
+# nfdump 1.7.1's own compression flags for -w (zstd needs a build with libzstd; this one has none)
+COMPRESSIONS = {"lzo": "-z", "lz4": "-y", "bz2": "-j"}
+
+
+@pytest.mark.parametrize("compression", sorted(COMPRESSIONS))
+def test_a_compressed_file_is_decompressed_once_and_lands_what_nfdump_prints(data_dir, tmp_path, compression):
+    """nfcapd writes compressed blocks: the file is decompressed by one nfdump run, and the fast
+    path's two outputs read the uncompressed copy; what lands is what `-o csv` of the original prints."""
+    plain = data_dir / "nfcapd" / "nfcapd.sample"
+    packed = tmp_path / f"nfcapd.{compression}"
+    subprocess.run(["nfdump", "-r", str(plain), COMPRESSIONS[compression], "-w", str(packed)], check=True,
+                   capture_output=True)
+    assert N.is_compressed(packed) and not N.is_compressed(plain)
+    log = tmp_path / "calls"
+    counting = tmp_path / "nfdump-counting"
+    counting.write_text(f'#!/bin/sh\necho "$*" >> {log}\nexec nfdump "$@"\n')
+    counting.chmod(0o755)
+
+    dec = N.decode_file(packed, nfdump=str(counting))
+
+    reads_of_the_original = [c for c in log.read_text().splitlines() if f"-r {packed} " in c + " "]
+    assert reads_of_the_original == [f"-r {packed} -w /proc/{os.getpid()}/fd/" + c.rsplit("/", 1)[1]
+                                     for c in reads_of_the_original] and len(reads_of_the_original) == 1
+    ref = N.decode_file_csv(packed)
+    assert dec.source == packed.name and dec.nfdump_flows == ref.nfdump_flows == len(nfdump_rows(packed))
+    assert dec.flows.equals(ref.flows) and dec.rejects.equals(ref.rejects)
+
+
+def test_the_layout_1_lzo_sample_is_compressed_by_its_header(data_dir):
+    assert N.is_compressed(data_dir / "nfcapd" / "nfcapd-small-lzo")
+
+
 
 @pytest.mark.parametrize("pcap", ["zeek/bruteforce.pcap", "zeek/sshguess.pcap", "zeek/ssh.pcap", "zeek/bro.org.pcap",
                                   "chrissanders-packets/synscan.pcapng", "chrissanders-packets/portscan.pcap",
