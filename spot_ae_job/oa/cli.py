@@ -9,6 +9,8 @@ import sys
 
 from werkzeug.security import generate_password_hash
 
+from spot_ae_job.errors import SpotAEError
+
 
 def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="spot-ae oa", description="Operational Analytics: the analysts' web UI")
@@ -62,7 +64,7 @@ def _serve(args) -> int:
         cfg = load(args.config, args.huser, args.webhdfs, dev=args.dev)
         cfg.hdfs_user = args.hdfs_user
         app = create_app(cfg)
-    except (ConfigError, ValueError) as e:
+    except (ConfigError, SpotAEError, ValueError) as e:
         print(f"spot-ae oa: error: {e}", file=sys.stderr)
         return 2
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
