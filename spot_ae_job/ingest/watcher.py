@@ -49,6 +49,7 @@ import pyarrow.parquet as pq
 from spot_ae_job.errors import SpotAEError
 from spot_ae_job.ingest import summary, zeek
 from spot_ae_job.ingest.nfdump import Decoded, NfdumpFileError, decode_csv, decode_file
+from spot_ae_job.ingest.replay import PcapError, pcap_to_nfcapd
 from spot_ae_job.layout import Layout
 from spot_ae_job.storage import PATIENT, Retry, Storage, StorageError, open_storage
 
@@ -208,8 +209,6 @@ def prepare_zeek(store: Storage, path: str | os.PathLike) -> Prepared | Result:
 def ingest_pcap(store: Storage, path: str | os.PathLike) -> Result:
     """pcap -> nfpcapd -> nfcapd files -> the nfcapd path with -B (bidirectional records).
     Tags derive from the capture's bytes and nfpcapd's deterministic file names."""
-    from spot_ae_job.ingest.replay import pcap_to_nfcapd
-
     ptag = file_tag(path, "pcap")
     total = Result(Path(path).name, ptag, "already-ingested")
     with tempfile.TemporaryDirectory(prefix="spot-ae-nfpcapd-") as tmp:
@@ -229,8 +228,6 @@ def _decode(cfg: StoreConfig, path: str, bidirectional: bool, kind: str = "nfcap
     """A decode worker's task: a file -> its Prepared outputs (committed by the parent's threads),
     or a final Result (already ingested, quarantined; a pcap, whose several nfcapd files the
     worker commits itself)."""
-    from spot_ae_job.ingest.replay import PcapError
-
     try:
         store = cfg.open()
         if kind == "pcap":

@@ -7,9 +7,12 @@ import logging
 import os
 import sys
 
+from waitress import create_server
 from werkzeug.security import generate_password_hash
 
 from spot_ae_job.errors import SpotAEError
+from spot_ae_job.oa.app import create_app
+from spot_ae_job.oa.config import ConfigError, load
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -48,9 +51,6 @@ def _hash(args) -> int:
 
 
 def _serve(args) -> int:
-    from spot_ae_job.oa.app import create_app
-    from spot_ae_job.oa.config import ConfigError, load
-
     if not args.huser:
         print("spot-ae oa: error: --huser is required (file:///abs/path or hdfs://namenode:8020/user/spot)", file=sys.stderr)
         return 2
@@ -68,8 +68,6 @@ def _serve(args) -> int:
         print(f"spot-ae oa: error: {e}", file=sys.stderr)
         return 2
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    from waitress import create_server
-
     try:  # bind first: a port in use is the operator's to fix, one line, not a traceback
         server = create_server(app, host=args.host, port=args.port, threads=args.threads, ident="spot-ae-oa")
     except (OSError, ValueError) as e:

@@ -35,6 +35,7 @@ import pyarrow.parquet as pq
 from spot_ae_job import verdicts as verdict_store
 from spot_ae_job.errors import SpotAEError
 from spot_ae_job.layout import MODEL_VERSION, RANK, SCORE
+from spot_ae_job.oa.ingest_summary import read_summary
 from spot_ae_job.oa.validate import DAY_RE
 from spot_ae_job.schema import EXPLANATION_FIELDS, FEEDBACK_COLUMNS, FLOW_FIELDS, RESULT_COLUMNS
 from spot_ae_job.storage import Entry, StorageError, write_lock
@@ -534,8 +535,6 @@ class Results:
 
     # -- ingest summary ----------------------------------------------------------------------
     def ingest_summary(self) -> dict | None:
-        from spot_ae_job.oa.ingest_summary import read_summary
-
         return read_summary(self.storage)
 
 
