@@ -11,7 +11,6 @@ from waitress import create_server
 from werkzeug.security import generate_password_hash
 
 from spot_ae_job.errors import SpotAEError
-from spot_ae_job.oa.app import create_app
 from spot_ae_job.oa.config import ConfigError, load
 
 
@@ -60,6 +59,9 @@ def _serve(args) -> int:
     if not 0 < args.port < 65536 or not 1 <= args.threads <= 64:
         print("spot-ae oa: error: --port must be 1..65535 and --threads 1..64", file=sys.stderr)
         return 2
+    # lazy: the app's pandas/pyarrow cost seconds, which `hash-password` and a refused setup need not pay
+    from spot_ae_job.oa.app import create_app
+
     try:
         cfg = load(args.config, args.huser, args.webhdfs, dev=args.dev)
         cfg.hdfs_user = args.hdfs_user
