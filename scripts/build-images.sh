@@ -82,7 +82,7 @@ job_wheel() {  # job_wheel DIR: the wheel, built at most once per run, copied in
 # offline against the artifact cache (with runtime.in's pins), copied into a small context (~70 MB;
 # copies, not hard links: the link count is part of `ls -l`, which fingerprints pyenv and hadoop).
 slim=$SPOT_AE_IMAGE_PREFIX/slim:$tag
-ctx=$(fresh_ctx slim); cp images/slim/Dockerfile "$ctx/"
+ctx=$(fresh_ctx slim); cp images/slim/* "$ctx/"
 build slim "$(fingerprint images/slim "id:$(image_id "$rootfs")")" "$ctx" --build-arg "ROOTFS=$rootfs"
 for svc in ingest oa; do
   fp=$(fingerprint "images/$svc" "requirements/$svc.in" requirements/runtime.in "id:$(image_id "$slim")" "id:$job_fp")
