@@ -105,7 +105,6 @@ class Retry:
 
 PATIENT = Retry(attempts=8, first_wait=0.5, max_wait=15.0)  # ingest and batch work: ~1 minute
 INTERACTIVE = Retry(attempts=3, first_wait=0.25, max_wait=0.5)  # the OA: under a second
-ONCE = Retry(attempts=1)  # no retry (tests, health checks)
 
 
 # -- roots -----------------------------------------------------------------------------------
