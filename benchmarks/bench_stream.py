@@ -24,8 +24,8 @@ sys.path.insert(0, str(REPO))
 
 from spot_ae_job.cli import default_data  # noqa: E402
 from spot_ae_job.ingest.nfdump import Decoded, decode_file  # noqa: E402
-from spot_ae_job.ingest.store import open_store  # noqa: E402
 from spot_ae_job.ingest.watcher import commit_decoded  # noqa: E402
+from spot_ae_job.storage import open_storage  # noqa: E402
 
 
 def main() -> None:
@@ -43,7 +43,7 @@ def main() -> None:
     flows = pa.concat_tables([dec.flows] * args.repeat)
     with tempfile.TemporaryDirectory(prefix="spot-ae-bench-stream-") as tmp:
         huser = f"file://{tmp}/spot"
-        store = open_store(huser)
+        store = open_storage(huser)
         for i in range(args.files):
             commit_decoded(store, Decoded(dec.source, flows, dec.rejects.slice(0, 0), flows.num_rows),
                            f"nf-{i:04d}", "nfcapd", f"f{i}")

@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Builds Spot-AE's images in layer order, each only when missing or when its inputs changed:
 #   rootfs -> base (OS, JDK, tini) -> hadoop (jars, config) -> pyenv (the ML venv, build stage)
-#   -> spark (hadoop + venv + the job) -> ingest, oa;  rootfs -> rsyslog (alerts' syslog receiver)
+#   -> spark (hadoop + venv + the job);  rootfs -> slim (OS, tini, Python; no JDK) -> ingest, oa
+#   (each a venv of only its requirements/*.in wheels + the job);  rootfs -> rsyslog (alerts' syslog receiver)
 # Each image gets a small context staged from hard links (never the 1.3 GB repo root), and a
 # label with a fingerprint of its inputs; a matching label means "up to date, skip".
 # Everything installed comes from artifacts/ and is checked against artifacts/SHA256SUMS first.
-# Usage: [SPOT_AE_BUILD_ONLY=rsyslog] scripts/build-images.sh [--force]     Tags: compose/.env (SPOT_AE_TAG).
+# Usage: [SPOT_AE_BUILD_ONLY=rsyslog|apps] scripts/build-images.sh [--force]   (apps: slim, ingest, oa)     Tags: compose/.env (SPOT_AE_TAG).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
@@ -65,6 +66,40 @@ build rsyslog "$(fingerprint images/rsyslog "id:$(image_id "$rootfs")")" "$ctx" 
 [[ ${SPOT_AE_BUILD_ONLY:-} == rsyslog ]] && { say "rsyslog only: done in $((SECONDS - t_all)) s"; exit 0; }
 
 verify_artifacts
+
+# The job's wheel, from the working tree, only when its sources changed (once per run).
+bash scripts/build-jar.sh  # before the fingerprint: the jar ships in the wheel
+job_fp=$(fingerprint spot_ae_job pyproject.toml)
+job_wheel() {  # job_wheel DIR: the wheel, built at most once per run, copied into DIR
+  if [[ ${job_built:-} != 1 ]]; then
+    rm -rf build/wheels/spot_ae_job-*.whl build/lib build/bdist.*
+    .venv/bin/pip wheel --quiet --no-deps --no-build-isolation --no-index -w build/wheels . >/dev/null
+    job_built=1
+  fi
+  cp build/wheels/spot_ae_job-*.whl "$1/"
+}
+# ingest and oa: no JVM, Spark or TensorFlow. Their wheels are requirements/<svc>.in resolved
+# offline against the artifact cache (with runtime.in's pins), copied into a small context (~70 MB;
+# copies, not hard links: the link count is part of `ls -l`, which fingerprints pyenv and hadoop).
+slim=$SPOT_AE_IMAGE_PREFIX/slim:$tag
+ctx=$(fresh_ctx slim); cp images/slim/* "$ctx/"
+build slim "$(fingerprint images/slim "id:$(image_id "$rootfs")")" "$ctx" --build-arg "ROOTFS=$rootfs"
+for svc in ingest oa; do
+  fp=$(fingerprint "images/$svc" "requirements/$svc.in" requirements/runtime.in "id:$(image_id "$slim")" "id:$job_fp")
+  ref=$SPOT_AE_IMAGE_PREFIX/$svc:$tag
+  if ! up_to_date "$ref" "$fp"; then
+    ctx=$(fresh_ctx "$svc"); cp "images/$svc/Dockerfile" "$ctx/"; mkdir "$ctx/wheels"
+    .venv/bin/pip install --dry-run --ignore-installed --no-index --find-links artifacts/wheels --quiet \
+        -r "requirements/$svc.in" -c requirements/runtime.in --report - \
+      | .venv/bin/python -c 'import json, sys, urllib.parse as u
+for i in json.load(sys.stdin)["install"]: print(u.unquote(u.urlparse(i["download_info"]["url"]).path))' \
+      | xargs -I{} cp {} "$ctx/wheels/"
+    job_wheel "$ctx/wheels"
+  fi
+  build "$svc" "$fp" "$stage/$svc" --build-arg "SLIM_IMAGE=$slim"
+done
+[[ ${SPOT_AE_BUILD_ONLY:-} == apps ]] && { say "slim, ingest, oa only: done in $((SECONDS - t_all)) s"; exit 0; }
+
 hadoop=$SPOT_AE_IMAGE_PREFIX/hadoop:$tag
 ctx=$(fresh_ctx hadoop)
 cp -l images/hadoop/* config/hadoop.env "$ctx/" 2>/dev/null || cp images/hadoop/* config/hadoop.env "$ctx/"
@@ -80,21 +115,10 @@ if ! up_to_date "$pyenv" "$fp"; then
 fi
 build pyenv "$fp" "$stage/pyenv" --build-arg "BASE_IMAGE=$base"
 
-# The job's wheel, from the working tree, only when its sources changed.
-bash scripts/build-jar.sh  # before the fingerprint: the jar ships in the wheel
-job_fp=$(fingerprint spot_ae_job pyproject.toml)
 ctx=$(fresh_ctx spark); cp images/spark/* "$ctx/"; mkdir -p "$ctx/job"
 spark=$SPOT_AE_IMAGE_PREFIX/spark:$tag
 fp=$(fingerprint images/spark "id:$(image_id "$base")" "id:$(image_id "$hadoop")" "id:$(image_id "$pyenv")" "id:$job_fp")
-if ! up_to_date "$spark" "$fp"; then
-  rm -rf build/wheels/spot_ae_job-*.whl build/lib build/bdist.*
-  .venv/bin/pip wheel --quiet --no-deps --no-build-isolation --no-index -w build/wheels . >/dev/null
-  cp build/wheels/spot_ae_job-*.whl "$ctx/job/"
-fi
+up_to_date "$spark" "$fp" || job_wheel "$ctx/job"
 build spark "$fp" "$ctx" --build-arg "BASE_IMAGE=$base" --build-arg "HADOOP_IMAGE=$hadoop" --build-arg "PYENV_IMAGE=$pyenv"
 
-for svc in ingest oa; do
-  ctx=$(fresh_ctx "$svc"); cp "images/$svc/Dockerfile" "$ctx/"
-  build "$svc" "$(fingerprint "images/$svc" "id:$(image_id "$spark")")" "$ctx" --build-arg "SPARK_IMAGE=$spark"
-done
 say "images ready in $((SECONDS - t_all)) s"

@@ -20,6 +20,7 @@ import re
 from collections import Counter
 from dataclasses import dataclass, field
 
+import communityid
 import pandas as pd
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -52,8 +53,6 @@ def community_ids(sip: pd.Series, dip: pd.Series, sport: pd.Series, dport: pd.Se
     The library has no vector API, so this loops in Python (about 6,000 flows/s); the job uses
     it only where the Spark SQL form below does not apply (IPv6, ICMP, other protocols). ICMP: nfdump keeps type and code in the destination port
     (type << 8 | code); the library maps them to the spec's port pair."""
-    import communityid
-
     cid = communityid.CommunityID()
     out = []
     for s, d, sp, dp, pr in zip(sip, dip, sport, dport, proto):

@@ -15,10 +15,10 @@ from pathlib import Path
 from spot_ae_job import drift, forward, mlops, registry, stream, thresholds
 from spot_ae_job.entry import MODULES as DELEGATED
 from spot_ae_job.errors import SpotAEError, run_command
-from spot_ae_job.fsutil import to_uri
 from spot_ae_job.ingest.flowtable import load_csv
 from spot_ae_job.layout import Day, Layout
 from spot_ae_job.spark import session
+from spot_ae_job.storage import to_uri
 
 
 def default_huser() -> str:

@@ -22,8 +22,22 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
+from pyspark.sql import functions as F
+from pyspark.sql import types as T
 
+from spot_ae_job.context import CONTEXT_COLUMNS, add_context
 from spot_ae_job.errors import SpotAEError, run_command
+from spot_ae_job.evaluate import default_data
+from spot_ae_job.ingest.cicids import read_cicids
+from spot_ae_job.ingest.nfdump import decode_file
+from spot_ae_job.ingest.replay import pcap_to_nfcapd
+from spot_ae_job.metrics import roc_auc
+from spot_ae_job.model import VARIANTS, train_autoencoder
+from spot_ae_job.schema import FLOW_COLUMNS, FLOW_SCHEMA, IS_ATTACK
+from spot_ae_job.score import score_flows
+from spot_ae_job.spark import session
+from spot_ae_job.thresholds import fit_threshold
 
 ROLES = ("attack", "benign")
 # The captures of ../shared/data/pcap (its README): attack or benign traffic. Any other capture
@@ -41,8 +55,6 @@ def _say(msg: str) -> None:
 
 
 def parser() -> argparse.ArgumentParser:
-    from spot_ae_job.evaluate import default_data
-
     p = argparse.ArgumentParser(prog="spot-ae cross-check", description=__doc__.splitlines()[0])
     p.add_argument("--data", action="append", default=None,
                    help="CIC-IDS2018 CSV(s) whose benign rows train the models (default: the improved excerpt)")
@@ -89,12 +101,6 @@ def capture_roles(pcaps: list[Path], root: Path, rules: list[tuple[str, str]]) -
 
 def capture_flows(spark, pcaps: list[Path]):
     """Captures -> one DataFrame of flow-table rows + `capture`, via nfpcapd and nfdump -B."""
-    import pyarrow as pa
-
-    from spot_ae_job.ingest.nfdump import decode_file
-    from spot_ae_job.ingest.replay import pcap_to_nfcapd
-    from spot_ae_job.schema import FLOW_SCHEMA
-
     tables, counts = [], {}
     for pcap in pcaps:
         with tempfile.TemporaryDirectory(prefix="spot-ae-xcheck-") as tmp:
@@ -103,25 +109,11 @@ def capture_flows(spark, pcaps: list[Path]):
         counts[pcap.name] = t.num_rows
         tables.append(t.append_column("capture", pa.array([pcap.name] * t.num_rows, pa.string())))
     table = pa.concat_tables(tables)
-    from pyspark.sql import types as T
-
     schema = T.StructType(FLOW_SCHEMA.fields + [T.StructField("capture", T.StringType())])
     return spark.createDataFrame(table.to_pandas(), schema), counts
 
 
 def run(args) -> dict:
-    from pyspark.sql import functions as F
-
-    from spot_ae_job.context import CONTEXT_COLUMNS, add_context
-    from spot_ae_job.evaluate import default_data
-    from spot_ae_job.ingest.cicids import read_cicids
-    from spot_ae_job.metrics import roc_auc
-    from spot_ae_job.model import VARIANTS, train_autoencoder
-    from spot_ae_job.schema import FLOW_COLUMNS, IS_ATTACK
-    from spot_ae_job.score import score_flows
-    from spot_ae_job.spark import session
-    from spot_ae_job.thresholds import fit_threshold
-
     models = [m.strip() for m in args.model.split(",") if m.strip()]
     if not models or any(m not in VARIANTS for m in models):
         raise SpotAEError(f"--model takes a comma-separated list of {', '.join(VARIANTS)}; got {args.model!r}")

@@ -42,9 +42,16 @@ from pyspark import StorageLevel
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
+from spot_ae_job.context import CONTEXT_COLUMNS, add_context
 from spot_ae_job.errors import SpotAEError, run_command
-from spot_ae_job.metrics import DEFAULT_FPRS, binary_metrics, bootstrap_intervals, confusion_at
+from spot_ae_job.ingest.cicids import read_cicids
+from spot_ae_job.lda import fit_lda
+from spot_ae_job.metrics import DEFAULT_FPRS, MIN_PER_CLASS, binary_metrics, bootstrap_intervals, confusion_at
+from spot_ae_job.model import train_autoencoder
 from spot_ae_job.schema import ATTEMPTED, FLOW_COLUMNS, IS_ATTACK, LABEL, SOURCE_FILE
+from spot_ae_job.score import score_flows
+from spot_ae_job.spark import session
+from spot_ae_job.thresholds import ALERTS_PER_DAY, BENIGN_FPR, P95, fit_threshold
 
 DAY = "eval_day"
 SPLIT = "eval_split"  # train / heldout (the training day's benign rows) / test (everything else)
@@ -149,8 +156,6 @@ def attempted_label(how: str):
 
 def threshold_modes(args) -> list[tuple[str, str, float | None]]:
     """(row label, thresholds.py mode, value) of every mode evaluated besides the paper's own."""
-    from spot_ae_job.thresholds import ALERTS_PER_DAY, BENIGN_FPR, P95
-
     fprs = args.benign_fpr or [0.01, 0.001]
     return ([("p95", P95, None)] + [(f"benign-fpr {x:g}", BENIGN_FPR, x) for x in fprs]
             + [(f"alerts-per-day {args.alerts_per_day:g}", ALERTS_PER_DAY, args.alerts_per_day)])
@@ -205,10 +210,6 @@ def _models(spec: str) -> list[str]:
 
 
 def run(args) -> dict:
-    from spot_ae_job.ingest.cicids import read_cicids
-    from spot_ae_job.spark import session
-    from spot_ae_job.thresholds import fit_threshold
-
     models = _models(args.model)
     if args.epochs < 1:
         raise SpotAEError("--epochs must be at least 1")
@@ -282,23 +283,17 @@ def run(args) -> dict:
     train = flows.where(F.col(SPLIT) == "train")
     context = None
     if "ae-context" in models:  # over all flows, as scoring sees them; the model trains on the benign ones
-        from spot_ae_job.context import add_context
-
         context = add_context(flows).persist(StorageLevel.MEMORY_AND_DISK)
 
     fitted, notes, timings = {}, {}, {}
     for name in ("ae", "ae-context"):
         if name in models:
-            from spot_ae_job.model import train_autoencoder
-
             t = time.time()
             src = context.where(F.col(SPLIT) == "train") if name == "ae-context" else train.select(*FLOW_COLUMNS)
             fitted[name] = train_autoencoder(src, epochs=args.epochs, batch_size=args.batch_size, seed=args.seed,
                                              training_day=train_day, progress=_say, variant=name)
             timings[f"{name}_train_s"] = round(time.time() - t, 1)
     if "lda" in models:
-        from spot_ae_job.lda import fit_lda
-
         t = time.time()
         if inventory[train_day]["benign_with_ips"] == 0:
             notes["lda"] = f"LDA not applicable: the training day {train_day} has no flows with IP addresses (LDA's documents are IPs)"
@@ -314,13 +309,8 @@ def run(args) -> dict:
     for name, m in fitted.items():
         t = time.time()
         if name == "ae-context":
-            from spot_ae_job.context import CONTEXT_COLUMNS
-            from spot_ae_job.score import score_flows
-
             scored = score_flows(m, context.select(*FLOW_COLUMNS, *keep, *CONTEXT_COLUMNS))
         elif name == "ae":
-            from spot_ae_job.score import score_flows
-
             scored = score_flows(m, flows.select(*FLOW_COLUMNS, *keep))
         else:
             scored = m.score(flows.select(*FLOW_COLUMNS, *keep), doc_keys=[DAY])
@@ -532,8 +522,6 @@ def markdown(rows: list[dict], models: list[str], train_day: str, args, per_atta
 
 
 def metrics_min() -> int:
-    from spot_ae_job.metrics import MIN_PER_CLASS
-
     return MIN_PER_CLASS
 
 
@@ -589,7 +577,7 @@ def _per_attack_section(per_attack, models, args) -> list[str]:
 
 
 def plot_f1(path: Path, rows: list[dict], models: list[str], train_day: str, attempted: str = "attack") -> None:
-    import matplotlib
+    import matplotlib  # lazy: only --plot draws, and pyplot may be imported only after the backend is chosen
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt

@@ -16,18 +16,12 @@ import numpy as np
 import pandas as pd
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
-from pyspark.sql import types as T
 
 from spot_ae_job.context import CONTEXT_FEATURES
 from spot_ae_job.context import DISPLAY_NAMES as CONTEXT_NAMES
 from spot_ae_job.features import FEATURE_COLUMNS, FEATURE_PREFIX, FEATURES, add_features
-
-TOP = 3
-_PARTS = [("feature", T.StringType()), ("value", T.DoubleType()), ("benign_median", T.DoubleType()), ("error", T.DoubleType())]
-EXPLANATION_COLUMNS: list[str] = [f"expl{i}_{p}" for i in range(1, TOP + 1) for p, _ in _PARTS]
-EXPLANATION_SCHEMA = T.StructType(
-    [T.StructField(f"expl{i}_{p}", t, True) for i in range(1, TOP + 1) for p, t in _PARTS]
-)
+from spot_ae_job.schema import EXPLANATION_COLUMNS, EXPLANATION_SCHEMA
+from spot_ae_job.schema import EXPLANATION_TOP as TOP
 
 # Names an analyst knows: the flow column a feature comes from (flags and protocol keep theirs).
 DISPLAY_NAMES = {

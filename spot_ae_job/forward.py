@@ -43,6 +43,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from spot_ae_job import fsutil
+from spot_ae_job.alerts import alerts_location, read_alerts
 from spot_ae_job.errors import SpotAEError
 from spot_ae_job.schema import scored_results_location
 
@@ -432,8 +433,6 @@ def forward_alerts(spark, alerts: list[dict], day: str, huser: str, cfg: Forward
 
 
 def forward_day(spark, day: str, huser: str, cfg: ForwardConfig, progress=print) -> dict:
-    from spot_ae_job.alerts import alerts_location, read_alerts
-
     if not fsutil.exists(spark, alerts_location(day, huser)):
         raise SpotAEError(f"no alerts for {day}: {alerts_location(day, huser)} does not exist (run ml-ops or score first)")
     return forward_alerts(spark, read_alerts(spark, day, huser), day, huser, cfg, progress)

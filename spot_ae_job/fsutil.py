@@ -1,22 +1,17 @@
 """File operations on any Hadoop URI (file://, hdfs://) through Spark's own Hadoop client.
 
 Spark already carries Hadoop's FileSystem API; using it keeps one code path for a laptop
-(file://) and the cluster (hdfs://) and needs no second HDFS client in the job.
+(file://) and the cluster (hdfs://) and needs no second HDFS client in the job. The processes
+without a JVM (ingest, the OA) use spot_ae_job/storage.py instead, which also owns `to_uri`.
 """
 from __future__ import annotations
 
-import os
 import tempfile
 from pathlib import Path
 
 from pyspark.sql import SparkSession
 
-
-def to_uri(path: str) -> str:
-    """A bare local path becomes a file:// URI; URIs pass through unchanged."""
-    if "://" in path:
-        return path
-    return "file://" + os.path.abspath(path)
+from spot_ae_job.storage import to_uri
 
 
 def _fs(spark: SparkSession, uri: str):

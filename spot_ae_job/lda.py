@@ -43,7 +43,7 @@ from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from spot_ae_job import __version__, fsutil, thresholds
+from spot_ae_job import __version__, drift, fsutil, thresholds
 from spot_ae_job.layout import SCORE
 from spot_ae_job.schema import FLOW_COLUMNS, SCHEMA_VERSION
 
@@ -328,8 +328,6 @@ def fit_lda(
         above=thr_meta["holdout_beyond"])
     progress(f"LDA threshold: {thresholds.describe_resolution(thr_meta['threshold_resolution'])}")
     # drift reference: the same flow features the autoencoder reads, and the benign scores
-    from spot_ae_job import drift
-
     drift_ref = drift.reference(drift.named_features(base), drift.FEATURES)
     drift_ref.update(drift.reference(thr_scores, [SCORE]))
     digest = hashlib.sha256(tm.tobytes()).hexdigest()[:10]

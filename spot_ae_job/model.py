@@ -40,6 +40,7 @@ from spot_ae_job.context import CONTEXT_COLUMNS, FIXED_BOUNDS, add_context
 from spot_ae_job.errors import SpotAEError
 from spot_ae_job.features import FEATURE_COLUMNS, FEATURES, N_FEATURES, Scaler, add_features
 from spot_ae_job.schema import SCHEMA_VERSION
+from spot_ae_job.score import score_flows
 
 HIDDEN = 12
 VARIANTS = ("ae", "ae-context")
@@ -90,8 +91,6 @@ class AEModel:
 
     def score(self, flows: DataFrame) -> DataFrame:
         """Flow rows -> the same rows + `score`; the interface ml-ops shares with the LDA."""
-        from spot_ae_job.score import score_flows
-
         return score_flows(self, flows)
 
     def errors(self, raw_features: np.ndarray) -> np.ndarray:
@@ -161,7 +160,7 @@ def variant_features(flows: DataFrame, variant: str = "ae") -> DataFrame:
 
 
 def build_network(seed: int | None = None, n_inputs: int = N_FEATURES):
-    import keras
+    import keras  # lazy: TensorFlow costs seconds and memory; only training builds a network (scoring uses the saved weights)
 
     if seed is not None:
         keras.utils.set_random_seed(seed)
@@ -216,7 +215,7 @@ def train_autoencoder(
     copies), else a seeded `holdout` slice of `flows`. `flows_per_day` turns an
     alerts-per-day budget into a fraction (default: the number of benign flows given).
     `variant="ae-context"` adds the per-host context inputs (computed over the rows as given)."""
-    from elephas.spark_model import SparkModel
+    from elephas.spark_model import SparkModel  # lazy: imports TensorFlow (see build_network)
 
     spark = flows.sparkSession
     t0 = time.time()

@@ -8,9 +8,10 @@ One departure from Spot's DDL: `sas`/`das` are bigint, not int. AS numbers are u
 32-bit (RFC 6793) and real exporters send ones above 2^31-1 (4294967295 included); a signed int
 cannot hold them, so such flows were rejected.
 
-Columns are (name, Hive type); the Spark StructTypes are built from those on first use
-(`__getattr__` below), so processes that never touch Spark (the ingest workers, which build
-Arrow schemas from the same list) do not pay for importing pyspark.
+Columns are (name, Hive type): plain data, so the processes that never touch Spark (ingest, the
+OA, both without pyspark in their images) take names and types from here too (they build Arrow
+types from the Hive names). The Spark StructTypes are built from the same lists on first use
+(`__getattr__` below), the one place this module imports pyspark.
 """
 from __future__ import annotations
 
@@ -86,26 +87,37 @@ _FEEDBACK_FIELDS = [("sev", "int"), ("tstart", "string"), ("srcIP", "string"), (
                     ("sport", "int"), ("dport", "int"), ("ipkt", "bigint"), ("ibyt", "bigint")]
 FEEDBACK_COLUMNS: list[str] = [name for name, _ in _FEEDBACK_FIELDS]
 
+# Why a flow was flagged (explain.py): its EXPLANATION_TOP worst-reconstructed inputs, each as
+# these four columns; after RESULT_COLUMNS in flow_results.csv and in all_scores.
+EXPLANATION_TOP = 3
+_EXPLANATION_PARTS = [("feature", "string"), ("value", "double"), ("benign_median", "double"), ("error", "double")]
+EXPLANATION_FIELDS: list[tuple[str, str]] = [
+    (f"expl{i}_{part}", hive) for i in range(1, EXPLANATION_TOP + 1) for part, hive in _EXPLANATION_PARTS
+]
+EXPLANATION_COLUMNS: list[str] = [name for name, _ in EXPLANATION_FIELDS]
+
 # The Spark schemas, by name; built lazily from the (name, Hive type) lists above.
 _SPARK_SCHEMAS = {
     "FLOW_SCHEMA": FLOW_FIELDS,
     "PARTITIONED_FLOW_SCHEMA": FLOW_FIELDS + PARTITION_FIELDS,
     "LABEL_SCHEMA": _LABEL_FIELDS,
     "FEEDBACK_SCHEMA": _FEEDBACK_FIELDS,
+    "EXPLANATION_SCHEMA": EXPLANATION_FIELDS,
 }
 
 
 @functools.cache
 def _spark_schema(name: str):
-    from pyspark.sql import types as T
+    from pyspark.sql import types as T  # lazy: see the module docstring
 
     spark_type = {"string": T.StringType(), "bigint": T.LongType(), "int": T.IntegerType(), "float": T.FloatType(),
-                  "smallint": T.ShortType(), "tinyint": T.ByteType(), "boolean": T.BooleanType()}
+                  "double": T.DoubleType(), "smallint": T.ShortType(), "tinyint": T.ByteType(),
+                  "boolean": T.BooleanType()}
     return T.StructType([T.StructField(n, spark_type[h], True) for n, h in _SPARK_SCHEMAS[name]])
 
 
 def __getattr__(name: str):
-    """FLOW_SCHEMA, PARTITIONED_FLOW_SCHEMA, LABEL_SCHEMA, FEEDBACK_SCHEMA (pyspark imported here)."""
+    """FLOW_SCHEMA, PARTITIONED_FLOW_SCHEMA, LABEL_SCHEMA, FEEDBACK_SCHEMA, EXPLANATION_SCHEMA (pyspark imported here)."""
     if name in _SPARK_SCHEMAS:
         return _spark_schema(name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -24,6 +24,7 @@ from typing import Callable
 
 import numpy as np
 import pandas as pd
+from py4j.java_gateway import JavaClass
 from pyspark.sql import DataFrame
 from pyspark.sql.classic.dataframe import DataFrame as _ClassicDataFrame
 from pyspark.sql import functions as F
@@ -85,8 +86,6 @@ def _jvm_scorer(spark):
     """The JVM scorer's class on this session (py4j), or None if the jar is missing (logged
     once per process: py4j answers a missing class with a package object, not an error)."""
     global _jvm_missing_logged
-    from py4j.java_gateway import JavaClass
-
     obj = spark._jvm
     for part in JVM_CLASS.split("."):
         obj = getattr(obj, part)

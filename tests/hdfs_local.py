@@ -35,7 +35,7 @@ from pathlib import Path
 
 import pytest
 
-from spot_ae_job.webhdfs import WebHDFS, WebHDFSError
+from spot_ae_job.storage import StorageError, WebHDFS
 from tests.ports import free_port
 
 REPO = Path(__file__).resolve().parents[1]
@@ -240,7 +240,7 @@ def hdfs_huser(hdfs_local, request):
     yield f"{hdfs_local.hdfs_url}{sub}"
     try:
         hdfs_local.client().delete(sub, recursive=True)
-    except WebHDFSError:
+    except StorageError:
         pass
 
 

@@ -20,6 +20,11 @@ import sys
 from pathlib import Path
 
 from spot_ae_job.errors import SpotAEError, run_command
+from spot_ae_job.ingest import replay, summary
+from spot_ae_job.ingest.collector import Collector, parse_listen
+from spot_ae_job.ingest.watcher import StoreConfig, Watcher, ingest_paths
+from spot_ae_job.layout import Day
+from spot_ae_job.storage import to_uri
 
 log = logging.getLogger("spot_ae.ingest")
 
@@ -81,8 +86,6 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _cfg(args):
-    from spot_ae_job.ingest.watcher import StoreConfig
-
     cfg = StoreConfig(args.huser, args.webhdfs, args.hdfs_user)
     cfg.open()  # validates the URI now, with a clear message
     return cfg
@@ -117,9 +120,6 @@ def _report(results) -> int:
 
 
 def cmd_watch(args) -> int:
-    from spot_ae_job.ingest.collector import Collector
-    from spot_ae_job.ingest.watcher import Watcher
-
     w = Watcher(_cfg(args), args.spool, workers=args.workers, keep_done_hours=args.keep_done_hours,
                 zeek_dir=args.zeek_dir, settle=0.0 if args.once else 30.0)  # --once: what is there now
     if args.once:
@@ -148,8 +148,6 @@ def cmd_watch(args) -> int:
 
 
 def cmd_files(args, kind: str = "nfcapd") -> int:
-    from spot_ae_job.ingest.watcher import ingest_paths
-
     files = _expand(args.paths, {"nfcapd": "nfcapd*", "zeek": "conn.*"}.get(kind))
     return _report(ingest_paths(_cfg(args), files, Path(args.quarantine), workers=args.workers, kind=kind))
 
@@ -160,13 +158,10 @@ def cmd_csv(args) -> int:
     others = [f for f in files if f not in nfdump_csv]
     rc = 0
     if nfdump_csv:
-        from spot_ae_job.ingest.watcher import ingest_paths
-
         rc = _report(ingest_paths(_cfg(args), nfdump_csv, Path(args.quarantine), workers=args.workers, kind="nfdump-csv"))
     if others:  # CIC-IDS2018 / CICFlowMeter: the flow table's CSV loader owns that format (it needs Spark)
-        from spot_ae_job.fsutil import to_uri
+        # lazy: the only pyspark in `spot-ae ingest` (entry.py), absent from the ingest image
         from spot_ae_job.ingest.flowtable import load_csv
-        from spot_ae_job.layout import Day
         from spot_ae_job.spark import session
 
         day = Day.parse(args.day) if args.day else None
@@ -177,15 +172,11 @@ def cmd_csv(args) -> int:
 
 
 def _target(to: str) -> tuple[str, int]:
-    from spot_ae_job.ingest.collector import parse_listen
-
     host, port = parse_listen(to)
     return ("127.0.0.1" if host == "0.0.0.0" else host), port
 
 
 def cmd_replay(args) -> int:
-    from spot_ae_job.ingest import replay
-
     host, port = _target(args.to)
     if args.cmd == "replay-exporter":
         n = replay.replay_datagrams([str(p) for p in _expand(args.paths)], host, port, args.rate)
@@ -203,8 +194,6 @@ def cmd_replay(args) -> int:
 
 
 def cmd_summary(args) -> int:
-    from spot_ae_job.ingest import summary
-
     per_day, per_hour = summary.totals(summary.read_summary(_cfg(args).open()))
     if not per_day:
         print("no flows ingested yet")

@@ -720,7 +720,7 @@ def _spark_files(batches):
 
 
 def _first_line(spark, uri: str) -> str:
-    from spot_ae_job import fsutil
+    from spot_ae_job import fsutil  # lazy: pyspark, which the ingest workers that import this module lack
 
     fs, p = fsutil._fs(spark, uri)
     jvm = spark._jvm
@@ -738,6 +738,7 @@ def read_nfdump_csv(spark, paths: list[str] | str):
     not split into the header's fields), reject_reason. Each file is read whole by one task (as
     `decode_csv` reads it): a file must fit a Python worker's memory.
     """
+    # lazy: the Spark reader of this module; the ingest workers (no pyspark in their image) import the rest
     from pyspark.sql import functions as F
     from pyspark.sql import types as T
 

@@ -30,6 +30,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from spot_ae_job.errors import SpotAEError
+from spot_ae_job.ingest.nfdump import decode_file
 
 TEMPLATE_EVERY = 16
 _TS_FORMATS = ["%d/%m/%Y %H:%M:%S", "%Y-%m-%d %H:%M:%S.%f", "%Y-%m-%d %H:%M:%S", "%d/%m/%Y %I:%M:%S %p"]
@@ -264,8 +265,6 @@ class PcapError(SpotAEError):
 
 def replay_pcap(pcaps: list[str], host: str, port: int, version: int = 10, rate: float = 2000.0) -> ReplayStats:
     """pcap -> nfpcapd -> nfdump CSV -> the same exporter, so a pcap's flows arrive as NetFlow."""
-    from spot_ae_job.ingest.nfdump import decode_file
-
     stats = ReplayStats()
     exporter = Exporter(version)
     for pcap in pcaps:

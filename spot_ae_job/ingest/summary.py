@@ -16,8 +16,8 @@ from collections import defaultdict
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from spot_ae_job.ingest.store import Store
 from spot_ae_job.layout import Layout
+from spot_ae_job.storage import Storage
 
 SUMMARY_COLUMNS = ["date", "hour", "flows", "bytes", "packets", "source_kind", "source_file"]
 
@@ -58,14 +58,14 @@ def summary_files(huser: str, tag: str, by_day: dict[tuple[int, int, int], list[
     return [(f"{summary_location(huser)}/y={y}/m={m}/d={d}/{tag}.csv", to_csv(rows)) for (y, m, d), rows in sorted(by_day.items())]
 
 
-def read_summary(store: Store) -> list[dict]:
+def read_summary(store: Storage) -> list[dict]:
     """Every summary row under the user root (the OA sums them per hour or per day)."""
     base = summary_location(store.huser)
     rows: list[dict] = []
-    for y in store.list(base):
-        for m in store.list(f"{base}/{y}"):
-            for d in store.list(f"{base}/{y}/{m}"):
-                for name in store.list(f"{base}/{y}/{m}/{d}"):
+    for y in (e.name for e in store.list(base)):
+        for m in (e.name for e in store.list(f"{base}/{y}")):
+            for d in (e.name for e in store.list(f"{base}/{y}/{m}")):
+                for name in (e.name for e in store.list(f"{base}/{y}/{m}/{d}")):
                     if name.endswith(".csv") and not name.startswith((".", "_")):
                         text = store.read(f"{base}/{y}/{m}/{d}/{name}").decode()
                         for r in csv.DictReader(io.StringIO(text)):

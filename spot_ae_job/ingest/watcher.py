@@ -8,7 +8,7 @@ One file's journey (`ingest_file`):
    `{huser}/flow/hive/y=/m=/d=/h=/<tag>.parquet`; row rejects go to
    `{huser}/flow/quarantine/nfdump/<tag>.parquet`; the ingest summary gets `<tag>.csv` rows;
 4. last, the ledger entry `{huser}/flow/ingest_state/<tag>.json` is committed: the file is done.
-Every commit is write-temporary-then-rename (store.py) and skips a name that already exists, so
+Every commit is write-temporary-then-rename (`Storage.put`, spot_ae_job/storage.py) and skips a name that already exists, so
 a crash anywhere before step 4 makes the next run redo the same names (no duplicate, no loss)
 and a file whose ledger entry exists is skipped. The local file leaves the spool only after 4.
 
@@ -49,9 +49,9 @@ import pyarrow.parquet as pq
 from spot_ae_job.errors import SpotAEError
 from spot_ae_job.ingest import summary, zeek
 from spot_ae_job.ingest.nfdump import Decoded, NfdumpFileError, decode_csv, decode_file
-from spot_ae_job.ingest.store import Store, open_store
+from spot_ae_job.ingest.replay import PcapError, pcap_to_nfcapd
 from spot_ae_job.layout import Layout
-from spot_ae_job.webhdfs import WebHDFSError
+from spot_ae_job.storage import PATIENT, Retry, Storage, StorageError, open_storage
 
 log = logging.getLogger("spot_ae.ingest")
 CLOSED_NFCAPD = re.compile(r"^nfcapd\.[0-9]{12}([0-9]{2})?$")
@@ -138,19 +138,19 @@ def prepare_decoded(huser: str, dec: Decoded, tag: str, source_kind: str, source
     return Prepared(res, outputs)
 
 
-def commit(store: Store, prepared: Prepared) -> Result:
+def commit(store: Storage, prepared: Prepared) -> Result:
     """Steps 3-4: every output, then the ledger entry (in that order: the ledger is the commit point)."""
     for uri, data in prepared.outputs:
         store.put(uri, data)
     return prepared.result
 
 
-def commit_decoded(store: Store, dec: Decoded, tag: str, source_kind: str, source_name: str) -> Result:
+def commit_decoded(store: Storage, dec: Decoded, tag: str, source_kind: str, source_name: str) -> Result:
     """Steps 3-4 above for an already decoded file."""
     return commit(store, prepare_decoded(store.huser, dec, tag, source_kind, source_name))
 
 
-def _already(store: Store, tag: str, name: str) -> Result | None:
+def _already(store: Storage, tag: str, name: str) -> Result | None:
     """The ledger's record of `tag` if that file was ingested before."""
     if not store.exists(ledger_uri(store.huser, tag)):
         return None
@@ -159,7 +159,7 @@ def _already(store: Store, tag: str, name: str) -> Result | None:
                   done.get("nfdump_flows", 0), done.get("partitions", 0))
 
 
-def prepare_file(store: Store, path: str | os.PathLike, *, bidirectional: bool = False, source_kind: str = "nfcapd",
+def prepare_file(store: Storage, path: str | os.PathLike, *, bidirectional: bool = False, source_kind: str = "nfcapd",
                  tag: str | None = None, source_name: str | None = None) -> Prepared | Result:
     """Steps 1-2 of one nfcapd file: the ledger's Result if it was ingested before, else its
     Prepared outputs. Raises NfdumpFileError for a bad file."""
@@ -169,9 +169,9 @@ def prepare_file(store: Store, path: str | os.PathLike, *, bidirectional: bool =
                                                          tag, source_kind, name)
 
 
-def ingest_file(store: Store, path: str | os.PathLike, **kw) -> Result:
+def ingest_file(store: Storage, path: str | os.PathLike, **kw) -> Result:
     """One nfcapd file into the flow table exactly once. Raises NfdumpFileError for a bad file and
-    WebHDFSError/SpotAEError when HDFS cannot take it now (nothing is lost: retry later)."""
+    StorageError when HDFS cannot take it now (nothing is lost: retry later)."""
     out = prepare_file(store, path, **kw)
     return commit(store, out) if isinstance(out, Prepared) else out
 
@@ -180,24 +180,24 @@ def ingest_file(store: Store, path: str | os.PathLike, **kw) -> Result:
 
 @dataclass
 class StoreConfig:
-    """Picklable recipe for a Store, so worker processes open their own connections."""
+    """Picklable recipe for a Storage, so worker processes open their own connections."""
     huser: str
     webhdfs: str | None = None
     user: str | None = None
-    attempts: int = 8
+    retry: Retry = PATIENT
 
-    def open(self) -> Store:
-        return open_store(self.huser, self.webhdfs, self.user, self.attempts)
+    def open(self) -> Storage:
+        return open_storage(self.huser, self.webhdfs, self.user, self.retry)
 
 
-def prepare_nfdump_csv(store: Store, path: str | os.PathLike) -> Prepared | Result:
+def prepare_nfdump_csv(store: Storage, path: str | os.PathLike) -> Prepared | Result:
     """A saved `nfdump -o csv` file through the same commit path (no nfdump run needed)."""
     tag = file_tag(path, "nfcsv")
     name = Path(path).name
     return _already(store, tag, name) or prepare_decoded(store.huser, decode_csv(path), tag, "nfdump-csv", name)
 
 
-def prepare_zeek(store: Store, path: str | os.PathLike) -> Prepared | Result:
+def prepare_zeek(store: Storage, path: str | os.PathLike) -> Prepared | Result:
     """A Zeek conn log through the same commit path. Its tag hashes the log's text, so the same
     log gzipped or not is one source. Raises ZeekFileError for a file that is no conn log."""
     text = zeek.read_text(path)
@@ -206,11 +206,9 @@ def prepare_zeek(store: Store, path: str | os.PathLike) -> Prepared | Result:
     return _already(store, tag, name) or prepare_decoded(store.huser, zeek.decode_text(text, name), tag, "zeek", name)
 
 
-def ingest_pcap(store: Store, path: str | os.PathLike) -> Result:
+def ingest_pcap(store: Storage, path: str | os.PathLike) -> Result:
     """pcap -> nfpcapd -> nfcapd files -> the nfcapd path with -B (bidirectional records).
     Tags derive from the capture's bytes and nfpcapd's deterministic file names."""
-    from spot_ae_job.ingest.replay import pcap_to_nfcapd
-
     ptag = file_tag(path, "pcap")
     total = Result(Path(path).name, ptag, "already-ingested")
     with tempfile.TemporaryDirectory(prefix="spot-ae-nfpcapd-") as tmp:
@@ -230,8 +228,6 @@ def _decode(cfg: StoreConfig, path: str, bidirectional: bool, kind: str = "nfcap
     """A decode worker's task: a file -> its Prepared outputs (committed by the parent's threads),
     or a final Result (already ingested, quarantined; a pcap, whose several nfcapd files the
     worker commits itself)."""
-    from spot_ae_job.ingest.replay import PcapError
-
     try:
         store = cfg.open()
         if kind == "pcap":
@@ -277,7 +273,7 @@ class Pipeline:
 
     def run(self, paths: list[Path], bidirectional: bool = False, kind: str = "nfcapd"):
         """Yield (path, Result), or (path, the exception) when HDFS could not take that file now
-        (WebHDFSError/SpotAEError/OSError after the bounded retries), in the order files finish."""
+        (StorageError/SpotAEError/OSError after the bounded retries), in the order files finish."""
         todo = iter(paths)
         pending: dict[cf.Future, Path] = {}
 
@@ -295,7 +291,7 @@ class Pipeline:
                 path = pending.pop(fut)
                 try:
                     out = fut.result()
-                except (WebHDFSError, SpotAEError, OSError) as e:
+                except (StorageError, SpotAEError, OSError) as e:
                     yield path, e
                     continue
                 if isinstance(out, Prepared):

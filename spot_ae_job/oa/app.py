@@ -24,7 +24,7 @@ from spot_ae_job.oa import validate as V
 from spot_ae_job.oa.config import OAConfig
 from spot_ae_job.oa.query import Filters, suspicious_page
 from spot_ae_job.oa.results import BadData, NotFound, Results, Unprocessable
-from spot_ae_job.oa.storage import NotAFile, StorageError, open_storage
+from spot_ae_job.storage import INTERACTIVE, NotAFile, StorageError, open_storage
 
 log = logging.getLogger("spot_ae_job.oa")
 
@@ -129,7 +129,7 @@ def create_app(config: OAConfig, storage=None) -> Flask:
     )
     app.json.sort_keys = False
     if storage is None:
-        storage = open_storage(config.huser, config.webhdfs, config.hdfs_user)
+        storage = open_storage(config.huser, config.webhdfs, config.hdfs_user, retry=INTERACTIVE)
     results = Results(storage, cache_days=config.cache_days)
     throttle = _LoginThrottle()
     sessions = _Sessions(config.session_hours * 3600, config.idle_minutes * 60)

@@ -7,7 +7,11 @@ import logging
 import os
 import sys
 
+from waitress import create_server
 from werkzeug.security import generate_password_hash
+
+from spot_ae_job.errors import SpotAEError
+from spot_ae_job.oa.config import ConfigError, load
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -46,9 +50,6 @@ def _hash(args) -> int:
 
 
 def _serve(args) -> int:
-    from spot_ae_job.oa.app import create_app
-    from spot_ae_job.oa.config import ConfigError, load
-
     if not args.huser:
         print("spot-ae oa: error: --huser is required (file:///abs/path or hdfs://namenode:8020/user/spot)", file=sys.stderr)
         return 2
@@ -58,16 +59,17 @@ def _serve(args) -> int:
     if not 0 < args.port < 65536 or not 1 <= args.threads <= 64:
         print("spot-ae oa: error: --port must be 1..65535 and --threads 1..64", file=sys.stderr)
         return 2
+    # lazy: the app's pandas/pyarrow cost seconds, which `hash-password` and a refused setup need not pay
+    from spot_ae_job.oa.app import create_app
+
     try:
         cfg = load(args.config, args.huser, args.webhdfs, dev=args.dev)
         cfg.hdfs_user = args.hdfs_user
         app = create_app(cfg)
-    except (ConfigError, ValueError) as e:
+    except (ConfigError, SpotAEError, ValueError) as e:
         print(f"spot-ae oa: error: {e}", file=sys.stderr)
         return 2
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    from waitress import create_server
-
     try:  # bind first: a port in use is the operator's to fix, one line, not a traceback
         server = create_server(app, host=args.host, port=args.port, threads=args.threads, ident="spot-ae-oa")
     except (OSError, ValueError) as e:

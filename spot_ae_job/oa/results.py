@@ -31,15 +31,14 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
-from pyspark.sql import types as T  # types only: no JVM is started
 
-from spot_ae_job.explain import EXPLANATION_SCHEMA
 from spot_ae_job import verdicts as verdict_store
 from spot_ae_job.errors import SpotAEError
 from spot_ae_job.layout import MODEL_VERSION, RANK, SCORE
-from spot_ae_job.oa.storage import Entry, StorageError, write_lock
+from spot_ae_job.oa.ingest_summary import read_summary
 from spot_ae_job.oa.validate import DAY_RE
-from spot_ae_job.schema import FEEDBACK_COLUMNS, FLOW_SCHEMA, RESULT_COLUMNS
+from spot_ae_job.schema import EXPLANATION_FIELDS, FEEDBACK_COLUMNS, FLOW_FIELDS, RESULT_COLUMNS
+from spot_ae_job.storage import Entry, StorageError, write_lock
 
 log = logging.getLogger("spot_ae_job.oa")
 
@@ -47,11 +46,10 @@ STREAM_SUSPICIOUS = "stream/suspicious"
 STREAM_ALL_SCORES = "stream/all_scores"
 
 # floats as float64: the CSV text is the value (a float32 round trip would add noise digits)
-_ARROW = {T.StringType: pa.string(), T.LongType: pa.int64(), T.IntegerType: pa.int32(), T.FloatType: pa.float64()}
-FLOW_ARROW_TYPES = {f.name: _ARROW[type(f.dataType)] for f in FLOW_SCHEMA.fields}
+_ARROW = {"string": pa.string(), "bigint": pa.int64(), "int": pa.int32(), "float": pa.float64(), "double": pa.float64()}
+FLOW_ARROW_TYPES = {name: _ARROW[hive] for name, hive in FLOW_FIELDS}
 RESULT_ARROW_TYPES = {c: (pa.float64() if c == SCORE else FLOW_ARROW_TYPES[c]) for c in RESULT_COLUMNS}
-EXPLANATION_ARROW_TYPES = {f.name: (pa.string() if isinstance(f.dataType, T.StringType) else pa.float64())
-                           for f in EXPLANATION_SCHEMA.fields}
+EXPLANATION_ARROW_TYPES = {name: _ARROW[hive] for name, hive in EXPLANATION_FIELDS}
 
 # Columns of a connection's flows shown in the details view (all from all_scores/).
 DETAIL_COLUMNS = [
@@ -537,8 +535,6 @@ class Results:
 
     # -- ingest summary ----------------------------------------------------------------------
     def ingest_summary(self) -> dict | None:
-        from spot_ae_job.oa.ingest_summary import read_summary
-
         return read_summary(self.storage)
 
 

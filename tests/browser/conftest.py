@@ -34,11 +34,11 @@ def oa_huser(tmp_path_factory, data_dir) -> Path:
                             "--day", DAY, "--master", "local[2]"], stdout=out, stderr=subprocess.STDOUT, timeout=900,
                            env={**os.environ, "SPOT_AE_DATA": str(data_dir)})
     assert r.returncode == 0, log.read_text()[-3000:]
-    from spot_ae_job.ingest.store import LocalStore
+    from spot_ae_job.storage import LocalStorage
     from spot_ae_job.ingest.watcher import ingest_file
 
     for name in ("nfcapd.sample", "nfcapd-small-lzo"):
-        ingest_file(LocalStore(f"file://{root}"), data_dir / "nfcapd" / name)
+        ingest_file(LocalStorage(f"file://{root}"), data_dir / "nfcapd" / name)
     return root
 
 

@@ -30,7 +30,7 @@ SPOOL = "/var/spool/spot-ae"
 # itself and not the stream's own log.
 COUNT_ROWS = r"""
 import io, sys, pyarrow.parquet as pq
-from spot_ae_job.webhdfs import WebHDFS
+from spot_ae_job.storage import WebHDFS
 c = WebHDFS("http://namenode:9870", user="spot")
 day = sys.argv[1]
 y, m, d = int(day[:4]), int(day[4:6]), int(day[6:])

@@ -16,7 +16,7 @@ from spot_ae_job.ingest import summary
 from spot_ae_job.ingest.nfdump import ARROW_FLOW_SCHEMA, decode_file
 from spot_ae_job.ingest.watcher import StoreConfig, Watcher, ingest_file
 from spot_ae_job.schema import FLOW_SCHEMA, flow_table_location
-from spot_ae_job.webhdfs import WebHDFS
+from spot_ae_job.storage import WebHDFS, open_storage
 
 pytest_plugins = ["tests.hdfs_local"]
 REPO = Path(__file__).resolve().parents[2]
@@ -62,14 +62,12 @@ def test_a_commit_into_a_new_directory_lands_whole_and_never_replaces_a_committe
     """put = CREATE a hidden temporary name (parents made on the way) + RENAME onto the final
     name: the rename refuses an existing name, so a second put changes nothing and leaves no
     temporary file behind."""
-    from spot_ae_job.ingest.store import open_store
-
-    store = open_store(hdfs_huser, hdfs_local.http_url)
+    store = open_storage(hdfs_huser, hdfs_local.http_url)
     uri = f"{hdfs_huser}/flow/hive/y=2023/m=1/d=25/h=18/nf-x.parquet"
     assert store.put(uri, b"first") is True
     assert store.put(uri, b"second") is False
     assert store.read(uri) == b"first"
-    assert store.list(f"{hdfs_huser}/flow/hive/y=2023/m=1/d=25/h=18") == ["nf-x.parquet"]
+    assert [e.name for e in store.list(f"{hdfs_huser}/flow/hive/y=2023/m=1/d=25/h=18")] == ["nf-x.parquet"]
 
 
 def test_one_file_lands_in_its_hour_partition_with_the_flow_schema(hdfs_local, hdfs_huser, data_dir, spark):

@@ -10,7 +10,6 @@ from urllib.parse import urlparse
 import pytest
 
 from spot_ae_job.oa.app import create_app
-from spot_ae_job.oa.storage import LocalStorage, open_storage
 from spot_ae_job.schema import FEEDBACK_COLUMNS
 from test_oa_api import DAY, PASSWORD, _config, _flows_from_excerpt, login, write_day
 

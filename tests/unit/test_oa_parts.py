@@ -11,11 +11,12 @@ import pyarrow.parquet as pq
 import pytest
 from werkzeug.security import check_password_hash
 
+from spot_ae_job.errors import SpotAEError
 from spot_ae_job.oa import validate as V
 from spot_ae_job.oa.app import create_app
 from spot_ae_job.oa.config import ConfigError, load
 from spot_ae_job.oa.ingest_summary import read_summary
-from spot_ae_job.oa.storage import LocalStorage, open_storage
+from spot_ae_job.storage import LocalStorage, open_storage
 
 PY = sys.executable
 
@@ -43,7 +44,7 @@ def test_storage_rewrites_atomically_and_leaves_no_temp_files(tmp_path):
 
 @pytest.mark.parametrize("huser", ["file://relative/path", "s3://bucket/spot", "ftp://x/y"])
 def test_unsupported_huser_uris_are_refused_with_the_expected_shape(huser):
-    with pytest.raises(ValueError, match="file:///abs/path|absolute path"):
+    with pytest.raises(SpotAEError, match="file:///abs/path|absolute path"):
         open_storage(huser)
 
 
@@ -147,11 +148,10 @@ def test_serve_refuses_a_config_without_users(tmp_path):
 
 # -- ingest summary ----------------------------------------------------------------------------
 def test_ingest_summary_counts_what_the_real_ingest_wrote_per_hour(tmp_path, data_dir):
-    from spot_ae_job.ingest.store import LocalStore
     from spot_ae_job.ingest.watcher import ingest_file
 
     huser = tmp_path / "user" / "spot"
-    res = ingest_file(LocalStore(f"file://{huser}"), data_dir / "nfcapd" / "nfcapd.sample")
+    res = ingest_file(LocalStorage(f"file://{huser}"), data_dir / "nfcapd" / "nfcapd.sample")
     assert res.flows > 0
     # independent count: rows in the flow table's hour partitions
     want = Counter()

@@ -21,15 +21,14 @@ from spot_ae_job import fsutil
 from spot_ae_job.errors import SpotAEError
 from spot_ae_job.features import FEATURE_COLUMNS, N_FEATURES, Scaler, add_features
 from spot_ae_job.ingest.nfdump import Decoded, decode_file
-from spot_ae_job.ingest.store import open_store
 from spot_ae_job.ingest.watcher import commit_decoded
 from spot_ae_job.layout import Day, Layout
 from spot_ae_job.mlops import RunOptions, read_day, validate_rows, write_results
 from spot_ae_job.model import HIDDEN, AEModel
 from spot_ae_job.oa.results import Results
-from spot_ae_job.oa.storage import open_storage
 from spot_ae_job.schema import FLOW_COLUMNS, RESULT_COLUMNS, flow_table_location
 from spot_ae_job.score import score_flows
+from spot_ae_job.storage import open_storage
 from spot_ae_job.stream import BatchScorer, ModelFollower, StreamOptions, start, stream_location
 
 pytest_plugins = ["tests.hdfs_local"]
@@ -88,7 +87,7 @@ DAY = "20230125"  # the day of nfcapd.sample's flows
 
 def test_landed_files_are_scored_once_each_and_a_new_model_takes_over_from_the_next_batch(spark, tmp_path, sample):
     huser = f"file://{tmp_path}/spot"
-    store = open_store(huser)
+    store = open_storage(huser)
     first = sample.flows.slice(0, 1200)
     land(store, Decoded("a", first, sample.rejects.slice(0, 0), first.num_rows), 3, "nf-a")
     v1 = make_model(spark, huser, 1, "ae-v1")
@@ -132,7 +131,7 @@ def test_landed_files_are_scored_once_each_and_a_new_model_takes_over_from_the_n
 
 def test_a_rerun_of_the_same_batch_id_replaces_its_output(spark, tmp_path, sample):
     huser = f"file://{tmp_path}/spot"
-    land(open_store(huser), sample, 1, "nf")
+    land(open_storage(huser), sample, 1, "nf")
     model = make_model(spark, huser, 3, "ae-v1")
     scorer = BatchScorer(huser, ModelFollower(spark, huser, say=lambda _: None), say=lambda _: None)
     batch = spark.read.parquet(flow_table_location(huser))
@@ -169,7 +168,7 @@ def test_a_rerun_batch_counts_its_suppressed_alerts_once(spark, tmp_path, sample
     from spot_ae_job.alerts import read_alerts, summary_location
 
     huser = f"file://{tmp_path}/spot"
-    land(open_store(huser), sample, 1, "nf")
+    land(open_storage(huser), sample, 1, "nf")
     make_model(spark, huser, 3, "ae-v1")
     scorer = BatchScorer(huser, ModelFollower(spark, huser, say=lambda _: None), say=lambda _: None)
     batch = spark.read.parquet(flow_table_location(huser))
@@ -217,7 +216,7 @@ def _stream_cli(huser: str, log: Path, *extra: str) -> subprocess.Popen:
 def test_killed_mid_stream_the_restart_from_the_hdfs_checkpoint_scores_every_flow_exactly_once(
         spark, hdfs_local, hdfs_huser, sample, tmp_path):
     huser, log = hdfs_huser, tmp_path / "stream.log"
-    files = land(open_store(huser, webhdfs=hdfs_local.http_url), sample, 8, "nf")
+    files = land(open_storage(huser, webhdfs=hdfs_local.http_url), sample, 8, "nf")
     make_model(spark, huser, 4, "ae-v1")
 
     proc = _stream_cli(huser, log)
@@ -268,7 +267,7 @@ def test_a_context_model_streams_the_scores_a_batch_run_of_the_day_gives(spark, 
     score, equals what scoring the whole day at once gives it."""
     huser = f"file://{tmp_path}/spot"
     ordered = sample.flows.sort_by("unix_tstamp")
-    land(open_store(huser), Decoded("t", ordered, sample.rejects.slice(0, 0), ordered.num_rows), 4, "nf-t")
+    land(open_storage(huser), Decoded("t", ordered, sample.rejects.slice(0, 0), ordered.num_rows), 4, "nf-t")
     model = make_context_model(spark, huser, 5, "ctx-v1")
     q = start(spark, StreamOptions(huser, max_files_per_trigger=1, available_now=True), say=lambda _: None)
     q.awaitTermination()

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from spot_ae_job.webhdfs import WebHDFS, WebHDFSError, with_retry
+from spot_ae_job.storage import Retry, StorageError, WebHDFS
 
 pytest_plugins = ["tests.hdfs_local"]
 
@@ -25,7 +25,7 @@ def test_write_then_read_returns_the_same_bytes_through_a_datanode(fs):
 def test_write_refuses_to_overwrite_unless_asked(fs):
     c, base = fs
     c.write(f"{base}/f", b"first")
-    with pytest.raises(WebHDFSError) as err:
+    with pytest.raises(StorageError) as err:
         c.write(f"{base}/f", b"second")
     assert err.value.exception == "FileAlreadyExistsException"
     assert "\tat " not in str(err.value)  # Hadoop's message, not a Java stack
@@ -65,7 +65,7 @@ def test_rename_moves_atomically_and_refuses_to_clobber(fs):
 def test_delete_file_and_tree(fs):
     c, base = fs
     c.write(f"{base}/d/x", b"x")
-    with pytest.raises(WebHDFSError):  # a non-empty directory needs recursive=True
+    with pytest.raises(StorageError):  # a non-empty directory needs recursive=True
         c.delete(f"{base}/d")
     assert c.delete(f"{base}/d", recursive=True)
     assert c.status(f"{base}/d") is None
@@ -75,11 +75,11 @@ def test_delete_file_and_tree(fs):
 def test_missing_path_is_none_for_status_and_a_clear_error_elsewhere(fs):
     c, base = fs
     assert c.status(f"{base}/nope") is None
-    with pytest.raises(WebHDFSError) as err:
+    with pytest.raises(StorageError) as err:
         c.read(f"{base}/nope")
     assert err.value.exception == "FileNotFoundException"
     assert f"{base}/nope" in str(err.value) and not err.value.retriable
-    with pytest.raises(WebHDFSError):
+    with pytest.raises(StorageError):
         c.list(f"{base}/nope")
 
 
@@ -87,12 +87,12 @@ def test_hdfs_uris_are_accepted_as_paths(hdfs_local, hdfs_huser):
     c = hdfs_local.client()
     c.write(f"{hdfs_huser}/via-uri", b"ok")
     assert c.read(WebHDFS.hdfs_path(hdfs_huser) + "/via-uri") == b"ok"
-    with pytest.raises(WebHDFSError, match="absolute"):
+    with pytest.raises(StorageError, match="absolute"):
         c.status("relative/path")
 
 
 def test_permissions_are_enforced_for_other_users(hdfs_local, hdfs_huser):
-    with pytest.raises(WebHDFSError) as err:
+    with pytest.raises(StorageError) as err:
         hdfs_local.client(user="mallory").write(f"{hdfs_huser}/x", b"no")
     assert err.value.exception == "AccessControlException" and not err.value.retriable
 
@@ -102,41 +102,41 @@ def test_namenode_down_is_a_retriable_error_and_recovers(hdfs_local, hdfs_huser)
     c.write(f"{hdfs_huser}/before", b"safe")
     hdfs_local.stop_namenode()
     try:
-        with pytest.raises(WebHDFSError) as err:
+        with pytest.raises(StorageError) as err:
             c.status(f"{hdfs_huser}/before")
         assert err.value.retriable and "cannot reach" in str(err.value)
     finally:
         hdfs_local.start_namenode(wait=True)
     # the DataNode's link to the old NameNode may fail once more: that is what retries are for
-    assert with_retry(lambda: c.read(f"{hdfs_huser}/before"), first_wait=0.2) == b"safe"
+    assert Retry(first_wait=0.2).call(lambda: c.read(f"{hdfs_huser}/before")) == b"safe"
 
 
-def test_with_retry_gives_up_after_a_bounded_number_of_tries():
+def test_retry_gives_up_after_a_bounded_number_of_tries():
     calls, waits = [], []
 
     def always_down():
         calls.append(1)
-        raise WebHDFSError("down", retriable=True)
+        raise StorageError("down", retriable=True)
 
-    with pytest.raises(WebHDFSError, match="down"):
-        with_retry(always_down, attempts=4, first_wait=1, max_wait=3, sleep=waits.append)
+    with pytest.raises(StorageError, match="down"):
+        Retry(attempts=4, first_wait=1, max_wait=3).call(always_down, sleep=waits.append)
     assert len(calls) == 4 and waits == [1, 2, 3]
 
 
-def test_with_retry_does_not_retry_a_permanent_error():
+def test_retry_does_not_retry_a_permanent_error():
     calls = []
 
     def missing():
         calls.append(1)
-        raise WebHDFSError("no such file", retriable=False)
+        raise StorageError("no such file", retriable=False)
 
-    with pytest.raises(WebHDFSError):
-        with_retry(missing, sleep=lambda s: None)
+    with pytest.raises(StorageError):
+        Retry().call(missing, sleep=lambda s: None)
     assert len(calls) == 1
 
 
 def test_unreachable_server_is_retriable():
     port_nobody_listens_on = "http://127.0.0.1:9"
-    with pytest.raises(WebHDFSError) as err:
+    with pytest.raises(StorageError) as err:
         WebHDFS(port_nobody_listens_on, timeout=2).status("/")
     assert err.value.retriable
