@@ -134,6 +134,9 @@ class LocalStorage:
                 f.flush()
                 os.fsync(f.fileno())
             os.replace(tmp, p)
+            # Hadoop's local file system keeps a checksum beside each file it wrote (`.name.crc`);
+            # once the content changes that checksum is stale and Spark would refuse the file
+            p.with_name(f".{p.name}.crc").unlink(missing_ok=True)
         except BaseException as e:
             if os.path.exists(tmp):
                 os.unlink(tmp)
