@@ -190,3 +190,61 @@ def test_a_hand_broken_rule_file_is_reported_and_the_others_still_apply(tmp_path
     rc, out, err = run(capsys, "list", *huser)
     assert rc == 0 and "10.0.0.5/32" in out
     assert "unreadable allowlist/rules/20261101T000000Z-broken.json: missing field(s)" in err
+
+
+# ---- re-application to a day's alert files (batch and streamed), on a local store --------------
+
+def _doc(i: int, sip: str, rank):
+    return json.dumps({"@timestamp": "2026-11-02T12:00:00.000Z", "event": {"id": f"id{i}", "start": "2026-11-02T12:00:00.000Z"},
+                       "source": {"ip": sip, "port": 40000 + i}, "destination": {"ip": "10.9.9.9", "port": 443},
+                       "network": {"transport": "tcp", "iana_number": "6"}, "spot_ae": {"rank": rank}})
+
+
+def _write_day(root):
+    day = root / "flow/scored_results/20261102"
+    (day / "alerts/batch=4").mkdir(parents=True)
+    batch = [_doc(1, "10.0.0.5", 1), _doc(2, "10.0.0.6", 2), _doc(3, "10.0.0.5", 3)]
+    streamed = [_doc(4, "10.0.0.5", None), _doc(5, "10.0.0.7", None)]
+    (day / "alerts/part-00000-a.txt").write_text("".join(x + "\n" for x in batch))
+    (day / "alerts/.part-00000-a.txt.crc").write_bytes(b"stale")  # what Hadoop's local file system leaves
+    (day / "alerts/batch=4/part-00000-b.txt").write_text("".join(x + "\n" for x in streamed))
+    (day / "alerts_summary.json").write_text(json.dumps({"day": "20261102", "alerts": 5, "suppressed": 0}))
+    return day, batch, streamed
+
+
+def test_adding_a_rule_moves_batch_and_streamed_alerts_aside_and_removing_it_puts_them_back_exactly(tmp_path):
+    from spot_ae_job.oa.storage import LocalStorage
+
+    day, batch, streamed = _write_day(tmp_path)
+    store = allowlist.Store(LocalStorage(str(tmp_path)))
+    r = rule(src="10.0.0.5", now=dt.datetime.now(dt.timezone.utc))
+    rec = store.add(r)
+    assert (rec["alerts_suppressed"], rec["held_by_this_rule"]) == (3, 3)
+    assert rec["days"] == [{"day": "20261102", "suppressed": 3, "restored": 0, "alerts": 2, "held_by_rule": {r.id: 3}}]
+    assert (day / "alerts/part-00000-a.txt").read_text() == batch[1] + "\n"
+    assert (day / "alerts_allowlisted/part-00000-a.txt").read_text() == batch[0] + "\n" + batch[2] + "\n"
+    assert (day / "alerts/batch=4/part-00000-b.txt").read_text() == streamed[1] + "\n"
+    assert (day / "alerts_allowlisted/batch=4/part-00000-b.txt").read_text() == streamed[0] + "\n"
+    assert not (day / "alerts/.part-00000-a.txt.crc").exists()  # a stale checksum would make Spark refuse the file
+    summary = json.loads((day / "alerts_summary.json").read_text())
+    assert (summary["alerts"], summary["allowlisted"], summary["allowlisted_by_rule"]) == (2, 3, {r.id: 3})
+
+    rec = store.remove(r.id, who="bob", why="scanner retired")
+    assert (rec["alerts_restored"], rec["alerts_suppressed"]) == (3, 0)
+    assert (day / "alerts/part-00000-a.txt").read_text() == "".join(x + "\n" for x in batch)  # rank order, same bytes
+    assert sorted((day / "alerts/batch=4/part-00000-b.txt").read_text().splitlines()) == sorted(streamed)
+    assert (day / "alerts_allowlisted/part-00000-a.txt").read_text() == ""
+
+
+def test_an_alert_left_in_both_places_by_an_interrupted_move_ends_up_in_one(tmp_path):
+    from spot_ae_job.oa.storage import LocalStorage
+
+    day, batch, _ = _write_day(tmp_path)
+    (day / "alerts_allowlisted").mkdir()
+    (day / "alerts_allowlisted/part-00000-a.txt").write_text(batch[0] + "\n")  # held written, live not yet rewritten
+    r = rule(src="10.0.0.5", now=dt.datetime.now(dt.timezone.utc))
+    allowlist.reapply(LocalStorage(str(tmp_path)), [r])
+    assert (day / "alerts/part-00000-a.txt").read_text() == batch[1] + "\n"
+    assert (day / "alerts_allowlisted/part-00000-a.txt").read_text() == batch[0] + "\n" + batch[2] + "\n"
+    allowlist.reapply(LocalStorage(str(tmp_path)), [])
+    assert (day / "alerts/part-00000-a.txt").read_text() == "".join(x + "\n" for x in batch)
