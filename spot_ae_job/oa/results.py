@@ -182,7 +182,7 @@ class Results:
         self._lock = threading.Lock()
         self._batches: dict[tuple[str, str, int], pd.DataFrame] = {}  # (day, batch dir, mtime) -> rows
         self._rules: tuple[tuple, list] = ((), [])  # (listing of the allow-list store, rules in force)
-        self._marks: dict[str, tuple[tuple, pd.Series]] = {}  # day -> ((table key, rules key), marks)
+        self._marks: dict[str, tuple] = {}  # day -> (its cached table, rule ids, the rule covering each row)
 
     # -- days ------------------------------------------------------------------------------
     @staticmethod
@@ -574,13 +574,15 @@ class Results:
         """The rule covering each row of `table(day)` (None: not allow-listed), cached per
         (table, rules) so a page request does not match the whole day again."""
         table, rules = self.table(day), self.allowlist_rules()
-        key = (id(table), tuple(r.id for r in rules))
+        ids = tuple(r.id for r in rules)
         hit = self._marks.get(day)
-        if hit and hit[0] == key:
-            return hit[1]
+        if hit and hit[0] is table and hit[1] == ids:
+            return hit[2]
         marks = allowlist.match(self._match_frame(table, day), rules)
         with self._lock:
-            self._marks[day] = (key, marks)
+            self._marks[day] = (table, ids, marks)  # the frame itself, so a new frame never reuses old marks
+            for d in [d for d in self._marks if d not in self._cache]:
+                del self._marks[d]
         return marks
 
     def allowlist_hidden(self, day: str) -> list[dict]:
