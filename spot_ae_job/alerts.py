@@ -263,18 +263,28 @@ def write_alerts(
         rows = hits.where(F.col("_verdict").isNull()).drop("_verdict")
 
     created = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
-    rules = allowlist.read_rules_spark(spark, huser)
-    marked = allowlist.mark(rows, rules, day).cache()
     out, held_out = alerts_location(day, huser), held_location(day, huser)
     if batch_id is not None:
         out, held_out, mode = f"{out}/batch={batch_id}", f"{held_out}/batch={batch_id}", "overwrite"
-    for where, part in ((held_out, marked.where(F.col(ALLOWLISTED).isNotNull())), (out, marked.where(F.col(ALLOWLISTED).isNull()))):
-        src = with_community_id(part.drop(ALLOWLISTED))
+
+    def write(part: DataFrame, where: str) -> None:
+        src = with_community_id(part)
         if "rank" in rows.columns:
             src = src.orderBy("rank")  # most suspicious first, as in flow_results.csv
         ecs_documents(src, day, model, threshold, threshold_mode, created).write.mode(mode).text(where)
-    by_rule = {r[ALLOWLISTED]: int(r["count"]) for r in marked.where(F.col(ALLOWLISTED).isNotNull()).groupBy(ALLOWLISTED).count().collect()}
-    marked.unpersist()
+
+    rules = allowlist.read_rules_spark(spark, huser)
+    by_rule: dict[str, int] = {}
+    if rules:
+        marked = allowlist.mark(rows, rules, day).cache()
+        write(marked.where(F.col(ALLOWLISTED).isNotNull()).drop(ALLOWLISTED), held_out)
+        write(marked.where(F.col(ALLOWLISTED).isNull()).drop(ALLOWLISTED), out)
+        by_rule = {r[ALLOWLISTED]: int(r["count"]) for r in marked.where(F.col(ALLOWLISTED).isNotNull()).groupBy(ALLOWLISTED).count().collect()}
+        marked.unpersist()
+    else:
+        write(rows, out)
+        if mode == "overwrite":  # nothing is held back now: held copies of an earlier run are in `out` again
+            fsutil.delete(spark, held_out)
 
     summary_uri = summary_location(day, huser)
     prev = {}
