@@ -5,6 +5,8 @@ scorer per micro-batch. Spark writes the alerts next to Spot's results:
 
     scored_results/YYYYMMDD/alerts/part-*.txt      one ECS document per line
     scored_results/YYYYMMDD/alerts_summary.json    counts, and how many alerts each verdict suppressed
+    scored_results/YYYYMMDD/alerts_allowlisted/    alerts an allow-list rule holds back (allowlist.py), kept
+                                                   verbatim so that removing the rule restores them
 
 An alert's id is a hash of the day, the flow's key and the model version, so scoring the same day
 with the same model again gives the same ids, and the forwarder (forward.py) never sends one twice.
@@ -26,19 +28,22 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from spot_ae_job import fsutil, verdicts
-from spot_ae_job.schema import SCHEMA_VERSION, scored_results_location
+from spot_ae_job import allowlist, fsutil, verdicts
+from spot_ae_job.layout import ALLOWLISTED
+from spot_ae_job.schema import PROTO_NUMBERS, SCHEMA_VERSION, scored_results_location
 
 ECS_VERSION = "8.11.0"
 ALERT_ID = "alert_id"
 COMMUNITY_ID = "community_id"
-# IANA protocol numbers of the names nfdump and the CIC-IDS2018 reader write into `proto`.
-PROTO_NUMBERS = {"ICMP": 1, "IGMP": 2, "TCP": 6, "UDP": 17, "GRE": 47, "ESP": 50, "ICMP6": 58, "SCTP": 132}
 _EXPL = re.compile(r"^expl(\d+)_(feature|value)$")
 
 
 def alerts_location(day: str, huser: str) -> str:
     return f"{scored_results_location(day, huser)}/alerts"
+
+
+def held_location(day: str, huser: str) -> str:
+    return f"{scored_results_location(day, huser)}/{allowlist.HELD}"
 
 
 def summary_location(day: str, huser: str) -> str:
@@ -216,6 +221,7 @@ class AlertSummary:
     suppressed: int
     uri: str
     by_verdict: dict = field(default_factory=dict)
+    allowlisted: int = 0
 
 
 def write_alerts(
@@ -232,7 +238,8 @@ def write_alerts(
     batch_id: int | None = None,
 ) -> AlertSummary:
     """Write the suspicious rows of `flagged` (a `suspicious` column, or all rows if none) as ECS
-    alerts of `day`, leaving out those a low-risk verdict in force at `at` (default now) covers.
+    alerts of `day`, leaving out those a low-risk verdict in force at `at` (default now) covers;
+    those an allow-list rule covers go to `alerts_allowlisted/` instead (allowlist.py).
 
     `mode="overwrite"` (batch: a re-run replaces the day's alerts with the same ids) or "append"
     (each call adds files; the summary's counts add up). A streaming micro-batch passes its
@@ -255,13 +262,28 @@ def write_alerts(
         rows = hits.where(F.col("_verdict").isNull()).drop("_verdict")
 
     created = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
-    src = with_community_id(rows)
-    if "rank" in rows.columns:
-        src = src.orderBy("rank")  # most suspicious first, as in flow_results.csv
-    out = alerts_location(day, huser)
+    out, held_out = alerts_location(day, huser), held_location(day, huser)
     if batch_id is not None:
-        out, mode = f"{out}/batch={batch_id}", "overwrite"
-    ecs_documents(src, day, model, threshold, threshold_mode, created).write.mode(mode).text(out)
+        out, held_out, mode = f"{out}/batch={batch_id}", f"{held_out}/batch={batch_id}", "overwrite"
+
+    def write(part: DataFrame, where: str) -> None:
+        src = with_community_id(part)
+        if "rank" in rows.columns:
+            src = src.orderBy("rank")  # most suspicious first, as in flow_results.csv
+        ecs_documents(src, day, model, threshold, threshold_mode, created).write.mode(mode).text(where)
+
+    rules = allowlist.read_rules_spark(spark, huser)
+    by_rule: dict[str, int] = {}
+    if rules:
+        marked = allowlist.mark(rows, rules, day).cache()
+        write(marked.where(F.col(ALLOWLISTED).isNotNull()).drop(ALLOWLISTED), held_out)
+        write(marked.where(F.col(ALLOWLISTED).isNull()).drop(ALLOWLISTED), out)
+        by_rule = {r[ALLOWLISTED]: int(r["count"]) for r in marked.where(F.col(ALLOWLISTED).isNotNull()).groupBy(ALLOWLISTED).count().collect()}
+        marked.unpersist()
+    else:
+        write(rows, out)
+        if mode == "overwrite":  # nothing is held back now: held copies of an earlier run are in `out` again
+            fsutil.delete(spark, held_out)
 
     summary_uri = summary_location(day, huser)
     prev = {}
@@ -272,30 +294,36 @@ def write_alerts(
     if batch_id is not None:
         # per batch, so a batch re-run after a crash replaces its own counts instead of adding them again
         by_batch = {**prev.get("suppressed_by_batch", {}), str(batch_id): by_verdict}
-        parts = list(by_batch.values())
+        held_batch = {**prev.get("allowlisted_by_batch", {}), str(batch_id): by_rule}
+        parts, held_parts = list(by_batch.values()), list(held_batch.values())
         # every batch's alerts of the day (and a batch run's, if one wrote there first)
         n = spark.read.option("recursiveFileLookup", "true").text(alerts_location(day, huser)).count()
     else:
         parts = [prev.get("suppressed_by_verdict", {}), by_verdict]
+        held_parts = [prev.get("allowlisted_by_rule", {}), by_rule]
         n = spark.read.text(out).count()  # in append mode: every call's so far
     merged = dict(sum(map(Counter, parts), Counter()))  # verdict id -> suppressed alerts (counts >= 1)
+    held = dict(sum(map(Counter, held_parts), Counter()))  # allow-list rule id -> alerts held back
     summary = {
         "day": day,
         "model_version": model.version,
         "alerts": n,
         "suppressed": sum(merged.values()),
         "suppressed_by_verdict": merged,
+        "allowlisted": sum(held.values()),
+        "allowlisted_by_rule": held,
         "threshold": {"mode": threshold_mode, "value": float(threshold)},
         "ecs_version": ECS_VERSION,
         "created": created,
-        **({"suppressed_by_batch": by_batch} if by_batch is not None else {}),
+        **({"suppressed_by_batch": by_batch, "allowlisted_by_batch": held_batch} if by_batch is not None else {}),
     }
     fsutil.write_text(spark, summary_uri, json.dumps(summary, indent=2))
     if low is not None:
         hits.unpersist()
     so_far = " (the day's so far)" if batch_id is not None else ""
-    progress(f"{day}: {n} alerts{so_far} (ECS JSON lines) -> {out}; {suppressed} suppressed by low-risk verdicts")
-    return AlertSummary(day, n, summary["suppressed"], out, merged)
+    progress(f"{day}: {n} alerts{so_far} (ECS JSON lines) -> {out}; {suppressed} suppressed by low-risk verdicts, "
+             f"{sum(by_rule.values())} held back by allow-list rules -> {held_out}")
+    return AlertSummary(day, n, summary["suppressed"], out, merged, summary["allowlisted"])
 
 
 def read_alerts(spark: SparkSession, day: str, huser: str) -> list[dict]:

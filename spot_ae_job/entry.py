@@ -10,7 +10,7 @@ import importlib
 import sys
 
 MODULES = {"ingest": "spot_ae_job.ingest.cli", "oa": "spot_ae_job.oa.cli", "evaluate": "spot_ae_job.evaluate",
-           "cross-check": "spot_ae_job.crosscheck"}
+           "cross-check": "spot_ae_job.crosscheck", "allowlist": "spot_ae_job.allowlist_cli"}
 DAY_COMMANDS = "spot_ae_job.cli"  # load-csv, train, score, ml-ops, demo, alerts, stream
 
 

@@ -42,7 +42,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from spot_ae_job import fsutil
+from spot_ae_job import allowlist, fsutil
 from spot_ae_job.alerts import alerts_location, read_alerts
 from spot_ae_job.errors import SpotAEError
 from spot_ae_job.schema import scored_results_location
@@ -435,4 +435,10 @@ def forward_alerts(spark, alerts: list[dict], day: str, huser: str, cfg: Forward
 def forward_day(spark, day: str, huser: str, cfg: ForwardConfig, progress=print) -> dict:
     if not fsutil.exists(spark, alerts_location(day, huser)):
         raise SpotAEError(f"no alerts for {day}: {alerts_location(day, huser)} does not exist (run ml-ops or score first)")
-    return forward_alerts(spark, read_alerts(spark, day, huser), day, huser, cfg, progress)
+    alerts = read_alerts(spark, day, huser)
+    # a rule added since the alerts were written (and not re-applied yet) still stops them here
+    held = allowlist.match_alerts(alerts, day, allowlist.read_rules_spark(spark, huser))
+    if any(held):
+        progress(f"{day}: {sum(1 for h in held if h)} alerts covered by allow-list rules are not sent")
+        alerts = [a for a, h in zip(alerts, held) if h is None]
+    return forward_alerts(spark, alerts, day, huser, cfg, progress)

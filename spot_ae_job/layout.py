@@ -10,6 +10,7 @@ at the edge (the CLI, the OA's URL) and travels as that value.
     flow/models/<version>/, LATEST    autoencoders; flow/models/lda/... the LDA baseline
     flow/scored_results/YYYYMMDD/     one day's results (DayResults below)
     flow/verdicts/                    analyst verdicts across days
+    flow/allowlist/                   allow-list rules, their removals and audit (allowlist.py)
     flow/quarantine/<source>/         input rows or files that failed validation
     flow/ingest_state/, ingest_summary/, stream_checkpoint/
 """
@@ -28,6 +29,9 @@ SCORE = "score"
 SUSPICIOUS = "suspicious"
 RANK = "rank"
 MODEL_VERSION = "model_version"
+ALLOWLISTED = "allowlisted"  # the id of the allow-list rule covering a flow (computed on read, never stored)
+
+ALLOWLIST_DIR = "allowlist"  # under flow/, beside verdicts/
 
 _DAY = re.compile(r"([0-9]{4})([0-9]{2})([0-9]{2})")  # ASCII digits only (\d would take other scripts' digits)
 
@@ -95,6 +99,10 @@ class DayResults:
         return f"{self.root}/alerts"
 
     @property
+    def alerts_allowlisted(self) -> str:  # alert documents an allow-list rule holds back (allowlist.py)
+        return f"{self.root}/alerts_allowlisted"
+
+    @property
     def alerts_summary(self) -> str:
         return f"{self.root}/alerts_summary.json"
 
@@ -150,6 +158,10 @@ class Layout:
     @property
     def verdicts(self) -> str:
         return f"{self.flow}/verdicts"
+
+    @property
+    def allowlist(self) -> str:
+        return f"{self.flow}/{ALLOWLIST_DIR}"
 
     @property
     def ingest_state(self) -> str:

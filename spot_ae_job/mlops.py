@@ -26,7 +26,7 @@ from pyspark.sql import functions as F
 from pyspark.sql.types import IntegerType, LongType
 from pyspark.sql.window import Window
 
-from spot_ae_job import drift, explain, forward, fsutil, metrics, registry, thresholds
+from spot_ae_job import allowlist, drift, explain, forward, fsutil, metrics, registry, thresholds
 from spot_ae_job import verdicts as verdict_store
 from spot_ae_job.alerts import write_alerts
 from spot_ae_job.context import CONTEXT_COLUMNS, add_context
@@ -324,26 +324,39 @@ def write_results(
 
 # ------------------------------------------------------------------------------ the day, end to end
 
-def train_day(spark: SparkSession, layout: Layout, day: Day, opts: RunOptions, say: Say = print):
-    """Train the asked kind on the day's benign flows (plus low-risk verdicts, `dupfactor` times);
-    the threshold is fitted on a held-out benign slice cut before any feedback copy joins.
+def training_sets(spark: SparkSession, layout: Layout, day: Day, opts: RunOptions, say: Say = print):
+    """(model kind, training rows, held-out benign rows, training options) for the day.
+
     Host context is computed over the whole day (attacks included, as scoring will see it)
-    before the benign rows are kept."""
+    before the benign rows are kept. Flows an allow-list rule in force covers are left out of
+    both sets (docs/allowlists.md): a rule is a policy not to alert, not a finding that the
+    traffic is normal, and it must not teach the model (nor move the threshold) either way."""
     rows, labelled = training_day_rows(spark, layout, day, say)
     kind = registry.choose(opts.model, rows, say)
     context = kind == registry.AE_CONTEXT
     cols = FLOW_COLUMNS + (CONTEXT_COLUMNS if context else [])
-    base, held = thresholds.split_holdout(benign_only(add_context(rows) if context else rows, labelled).select(*cols))
+    rules = allowlist.read_rules_spark(spark, layout.huser)
+    benign = benign_only(add_context(rows) if context else rows, labelled).select(*cols)
+    if rules:
+        say(f"leaving out of training the flows {len(rules)} allow-list rule(s) cover")
+    base, held = thresholds.split_holdout(allowlist.suppress(benign, rules, str(day)))
     topts = opts.train
     if opts.threshold_mode is not None:
         topts = dataclasses.replace(topts, threshold_mode=opts.threshold_mode, threshold_value=opts.threshold_value)
     if kind != registry.LDA_KIND:  # Spot's LDA never took feedback
         fb = feedback_rows(spark, layout, progress=say, dupfactor=opts.dupfactor)
         if fb is not None:
-            fb_rows = with_day_context(spark, layout, fb) if context else fb
+            fb_rows = allowlist.suppress(with_day_context(spark, layout, fb) if context else fb, rules)
             base = base.unionByName(fb_rows.withColumn("_k", F.explode(F.sequence(F.lit(1), F.lit(opts.dupfactor)))).drop("_k"))
         topts = dataclasses.replace(topts, extra_meta={**topts.extra_meta, "feedback_flows": 0 if fb is None else fb.count(),
                                                        "dupfactor": opts.dupfactor})
+    return kind, base, held, topts
+
+
+def train_day(spark: SparkSession, layout: Layout, day: Day, opts: RunOptions, say: Say = print):
+    """Train the asked kind on the day's benign flows (plus low-risk verdicts, `dupfactor` times);
+    the threshold is fitted on a held-out benign slice cut before any feedback copy joins."""
+    kind, base, held, topts = training_sets(spark, layout, day, opts, say)
     return registry.train(kind, base, held, topts, str(day), say)
 
 

@@ -294,8 +294,12 @@ class LocalStorage(Storage):
         p, tmp = self._temp(path, data)
         try:
             os.replace(tmp, p)
+            # Hadoop's local file system keeps a checksum beside each file it wrote (`.name.crc`);
+            # once the content changes that checksum is stale and Spark would refuse the file
+            p.with_name(f".{p.name}.crc").unlink(missing_ok=True)
         except OSError as e:
-            os.unlink(tmp)
+            if os.path.exists(tmp):
+                os.unlink(tmp)
             raise self._fail("write", path, e) from e
 
     def delete(self, path: str) -> None:

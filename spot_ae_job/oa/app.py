@@ -20,6 +20,8 @@ from flask import Flask, abort, g, jsonify, redirect, render_template, request, 
 from werkzeug.exceptions import HTTPException
 from werkzeug.security import check_password_hash, generate_password_hash
 
+from spot_ae_job import allowlist
+from spot_ae_job.errors import SpotAEError
 from spot_ae_job.oa import validate as V
 from spot_ae_job.oa.config import OAConfig
 from spot_ae_job.oa.query import Filters, suspicious_page
@@ -35,6 +37,7 @@ _DUMMY_HASH = generate_password_hash(secrets.token_hex(8))  # same work for unkn
 _SESSIONS_PER_USER = 16
 # `next` after login: a path of this site only. Only RFC 3986 path/query characters (no control
 # characters, which browsers drop: "/\t/evil" would become "//evil"), and never "//" or "/\" first.
+_RULE_ID = re.compile(r"\Aa[0-9a-f]{15}\Z")
 _NEXT = re.compile(r"\A/(?![/\\])[A-Za-z0-9\-._~!$&'()*+,;=:@%/?]{0,2000}\Z")
 
 CSP = (
@@ -176,7 +179,7 @@ def create_app(config: OAConfig, storage=None) -> Flask:
         def wrapped(*a, **kw):
             check_csrf(request.headers.get("X-CSRF-Token"))
             if g.user.role != "analyst":
-                abort(403, description=f"user {g.user.name} ({g.user.role}) may not record verdicts")
+                abort(403, description=f"user {g.user.name} ({g.user.role}) may not record verdicts or change the allow-list")
             return view(*a, **kw)
 
         return wrapped
@@ -361,6 +364,11 @@ def create_app(config: OAConfig, storage=None) -> Flask:
     def verdicts_page():
         return render_template("verdicts.html", page="verdicts")
 
+    @app.get("/allowlist")
+    @login_required
+    def allowlist_page():
+        return render_template("allowlist.html", page="allowlist")
+
     @app.get("/ingest")
     @login_required
     def ingest_page():
@@ -402,7 +410,7 @@ def create_app(config: OAConfig, storage=None) -> Flask:
     @login_required
     def api_suspicious(day):
         day = known_day(day)
-        a = args({"sort", "order", "ip", "port", "proto", "min_score", "max_score", "max_rank", "page", "size"})
+        a = args({"sort", "order", "ip", "port", "proto", "min_score", "max_score", "max_rank", "page", "size", "allowlisted"})
         f = Filters(
             ip=V.ip(a.get("ip")),
             port=V.port(a.get("port")),
@@ -415,8 +423,9 @@ def create_app(config: OAConfig, storage=None) -> Flask:
         order = V.choice(a.get("order"), "order", ["asc", "desc"], "asc")
         page = V.integer(a.get("page"), "page", 1, 10**7, 1)
         size = V.integer(a.get("size"), "size", 1, V.MAX_PAGE_SIZE, 50)
-        out = suspicious_page(results.table(day), f, sort, order, page, size)
-        return jsonify({"day": day, **out})
+        shown = V.choice(a.get("allowlisted"), "allowlisted", ["hide", "show", "only"], "hide")
+        out = suspicious_page(results.table(day), f, sort, order, page, size, results.allowlist_marks(day), shown)
+        return jsonify({"day": day, **out, "allowlisted": shown, "allowlist": results.allowlist_hidden(day)})
 
     @app.get(f"{API}/days/<day>/connections")
     @login_required
@@ -476,6 +485,64 @@ def create_app(config: OAConfig, storage=None) -> Flask:
     def api_verdicts():
         args(set())
         return jsonify(results.verdicts_overview())
+
+    @app.get(f"{API}/allowlist")
+    @login_required
+    def api_allowlist():
+        args(set())
+        return jsonify(results.allowlist_overview())
+
+    @app.post(f"{API}/allowlist")
+    @api_write
+    def api_allowlist_add():
+        args(set())
+        body = json_body()
+        fields = {"src", "dst", "sport", "dport", "proto", "hours", "both_ways", "why", "expires_days"}
+        extra = sorted(set(body) - fields)
+        if extra:
+            raise V.Invalid(f"unknown field(s): {', '.join(extra)}")
+        for k in fields - {"both_ways", "expires_days"}:
+            if body.get(k) is not None and not isinstance(body[k], str):
+                raise V.Invalid(f"{k} must be a string")
+        if not isinstance(body.get("both_ways", False), bool):
+            raise V.Invalid("both_ways must be true or false")
+        days = body.get("expires_days")
+        if days is not None and (isinstance(days, bool) or not isinstance(days, int) or not 1 <= days <= 3650):
+            raise V.Invalid("expires_days must be an integer in 1..3650 (or absent: no expiry)")
+        expires = dt.datetime.now(dt.timezone.utc) + dt.timedelta(days=days) if days else None
+        try:
+            rule = allowlist.new_rule(src=body.get("src"), dst=body.get("dst"), sport=body.get("sport"), dport=body.get("dport"),
+                                      proto=body.get("proto"), hours=body.get("hours"), both_ways=body.get("both_ways", False),
+                                      who=g.user.name, why=body.get("why"), expires=expires)
+        except SpotAEError as e:
+            raise V.Invalid(str(e)) from None
+        audit = results.allowlist_store().add(rule)
+        log.info("allow-list rule %s added by %s: %s", rule.id, g.user.name, rule.describe())
+        return jsonify({"rule": {**rule.to_json(), "describe": rule.describe()}, "audit": audit}), 201
+
+    @app.post(f"{API}/allowlist/remove")
+    @api_write
+    def api_allowlist_remove():
+        args(set())
+        body = json_body()
+        extra = sorted(set(body) - {"id", "why"})
+        if extra:
+            raise V.Invalid(f"unknown field(s): {', '.join(extra)}")
+        rule_id = body.get("id")
+        if not isinstance(rule_id, str) or not _RULE_ID.match(rule_id):
+            raise V.Invalid("id must be a rule id: 'a' and 15 hex digits")
+        if not isinstance(body.get("why"), str):
+            raise V.Invalid("why must be a string: say why this traffic may alert again")
+        store = results.allowlist_store()
+        known = {r.id for r in store.all_rules()[0]}
+        if rule_id not in known:
+            abort(404, description=f"no allow-list rule {rule_id}")
+        try:
+            audit = store.remove(rule_id, g.user.name, body["why"])
+        except SpotAEError as e:
+            raise V.Invalid(str(e)) from None
+        log.info("allow-list rule %s removed by %s", rule_id, g.user.name)
+        return jsonify({"removed": rule_id, "audit": audit})
 
     @app.get(f"{API}/ingest/summary")
     @login_required

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from spot_ae_job.layout import ALLOWLISTED
 from spot_ae_job.oa.results import RANK, records
 
 
@@ -48,9 +49,18 @@ def sorted_positions(df: pd.DataFrame, sort: str, order: str) -> np.ndarray:
     return hit
 
 
-def suspicious_page(df: pd.DataFrame, f: Filters, sort: str, order: str, page: int, size: int) -> dict:
-    """One page of the day's list. `df` must be the cached frame (sort orders are cached by its id)."""
+def suspicious_page(df: pd.DataFrame, f: Filters, sort: str, order: str, page: int, size: int,
+                    marks: pd.Series | None = None, allowlisted: str = "hide") -> dict:
+    """One page of the day's list. `df` must be the cached frame (sort orders are cached by its id).
+
+    `marks` (aligned with `df`) names the allow-list rule covering each flow: such flows are
+    hidden ("hide", the default), listed alone ("only") or listed with the rest ("show")."""
     mask = np.ones(len(df), dtype=bool)
+    covered = marks.notna().to_numpy() if marks is not None else np.zeros(len(df), dtype=bool)
+    if allowlisted == "hide":
+        mask &= ~covered
+    elif allowlisted == "only":
+        mask &= covered
     if f.ip is not None:
         mask &= (df["sip"].to_numpy() == f.ip) | (df["dip"].to_numpy() == f.ip)
     if f.port is not None:
@@ -68,6 +78,8 @@ def suspicious_page(df: pd.DataFrame, f: Filters, sort: str, order: str, page: i
     total = int(len(pos))
     start = (page - 1) * size
     rows = df.iloc[pos[start:start + size]]
+    if marks is not None:
+        rows = rows.assign(**{ALLOWLISTED: marks.iloc[pos[start:start + size]].to_numpy()})
     return {
         "total": total,
         "page": page,

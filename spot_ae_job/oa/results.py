@@ -32,9 +32,10 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
+from spot_ae_job import allowlist
 from spot_ae_job import verdicts as verdict_store
 from spot_ae_job.errors import SpotAEError
-from spot_ae_job.layout import MODEL_VERSION, RANK, SCORE
+from spot_ae_job.layout import ALLOWLISTED, MODEL_VERSION, RANK, SCORE
 from spot_ae_job.oa.ingest_summary import read_summary
 from spot_ae_job.oa.validate import DAY_RE
 from spot_ae_job.schema import EXPLANATION_FIELDS, FEEDBACK_COLUMNS, FLOW_FIELDS, RESULT_COLUMNS
@@ -178,6 +179,8 @@ class Results:
         self._cache_days = cache_days
         self._lock = threading.Lock()
         self._batches: dict[tuple[str, str, int], pd.DataFrame] = {}  # (day, batch dir, mtime) -> rows
+        self._rules: tuple[tuple, list] = ((), [])  # (listing of the allow-list store, rules in force)
+        self._marks: dict[str, tuple] = {}  # day -> (its cached table, rule ids, the rule covering each row)
 
     # -- days ------------------------------------------------------------------------------
     @staticmethod
@@ -349,6 +352,7 @@ class Results:
             return [], unreadable
         t = pa.concat_tables(tables, promote_options="default")
         df = t.to_pandas()
+        df[ALLOWLISTED] = allowlist.match(self._match_frame(df, day), self.allowlist_rules()).to_numpy()
         if RANK in df:
             df[RANK] = df[RANK].astype("Int64")
         sort = [c for c in ("unix_tstamp", "treceived") if c in df]
@@ -373,7 +377,8 @@ class Results:
     # -- network view -----------------------------------------------------------------------
     def network(self, day: str, top: int) -> dict:
         """IPs of the top-N suspicious flows; one edge per IP pair, weighted by its best score."""
-        df = self.table(day).head(top)
+        table = self.table(day)
+        df = table[self.allowlist_marks(day).isna().to_numpy()].head(top)  # allow-listed flows are not shown
         run = self._run_json(day)
         higher = run.get("higher_is_suspicious", True)
         g = df.groupby(["sip", "dip"], sort=False).agg(
@@ -532,6 +537,80 @@ class Results:
                          "suppressed_alerts": sum(r["suppressed"] for r in runs), "suppressed_in": runs,
                          "in_training": v["id"] in live and v["sev"] == 3})
         return {"verdicts": rows, "precision": verdict_store.precision_by_model(allv), "unreadable": unreadable}
+
+    # -- allow-list (allowlist.py): computed from the rules in force on every read ------------
+    def allowlist_store(self) -> allowlist.Store:
+        return allowlist.Store(self.storage)
+
+    def allowlist_rules(self) -> list:
+        """The rules in force, re-read only when the store's listing changes."""
+        key = tuple((sub, e.name, e.mtime_ms) for sub in (allowlist.RULES, allowlist.REMOVED) for e in self.storage.list(sub))
+        with self._lock:
+            if self._rules[0] == key and key:
+                return self._rules[1]
+        rules = self.allowlist_store().in_force() if key else []
+        with self._lock:
+            self._rules = (key, rules)
+        return rules
+
+    @staticmethod
+    def _match_frame(df: pd.DataFrame, day: str) -> pd.DataFrame:
+        """allowlist.MATCH_COLUMNS of result rows: the flow's start from `unix_tstamp`, else from
+        Spot's tryear..trsec fields (UTC), else the day's start."""
+        if "unix_tstamp" in df:
+            t = pd.to_numeric(df["unix_tstamp"], errors="coerce")
+        else:
+            parts = {k: pd.to_numeric(df[c], errors="coerce") for k, c in (("year", "tryear"), ("month", "trmonth"), ("day", "trday"),
+                                                                          ("hour", "trhour"), ("minute", "trminute"), ("second", "trsec"))}
+            ts = pd.to_datetime(pd.DataFrame(parts), errors="coerce", utc=True)
+            t = (ts - pd.Timestamp(0, tz="UTC")).dt.total_seconds()  # NaT -> NaN
+        t = t.fillna(allowlist.day_start(day))
+        return pd.DataFrame({"sip": df["sip"], "dip": df["dip"], "sport": df["sport"], "dport": df["dport"],
+                             "proto": df["proto"], "time": t})
+
+    def allowlist_marks(self, day: str) -> pd.Series:
+        """The rule covering each row of `table(day)` (None: not allow-listed), cached per
+        (table, rules) so a page request does not match the whole day again."""
+        table, rules = self.table(day), self.allowlist_rules()
+        ids = tuple(r.id for r in rules)
+        hit = self._marks.get(day)
+        if hit and hit[0] is table and hit[1] == ids:
+            return hit[2]
+        marks = allowlist.match(self._match_frame(table, day), rules)
+        with self._lock:
+            self._marks[day] = (table, ids, marks)  # the frame itself, so a new frame never reuses old marks
+            for d in [d for d in self._marks if d not in self._cache]:
+                del self._marks[d]
+        return marks
+
+    def allowlist_hidden(self, day: str) -> list[dict]:
+        """Per rule: how many of the day's suspicious flows it hides, and why (for the page)."""
+        counts = self.allowlist_marks(day).value_counts()
+        by_id = {r.id: r for r in self.allowlist_rules()}
+        return [{"id": rid, "hidden": int(n), "why": by_id[rid].why, "who": by_id[rid].who, "rule": by_id[rid].describe()}
+                for rid, n in counts.items() if rid in by_id]
+
+    def allowlist_overview(self) -> dict:
+        """Every rule (removed ones too) with the alerts it holds now on each day, and the audit."""
+        store = self.allowlist_store()
+        rules, removed, unreadable = store.all_rules()
+        held: dict[str, list[dict]] = {}
+        for e in self.storage.list("scored_results"):
+            if not (e.is_dir and DAY_RE.match(e.name)):
+                continue
+            rel = f"scored_results/{e.name}/alerts_summary.json"
+            try:
+                if self.storage.stat(rel) is None:
+                    continue
+                per = _json_object(self.storage.read(rel), f"alerts_summary.json of {e.name}").get("allowlisted_by_rule") or {}
+                for rid, n in (per.items() if isinstance(per, dict) else []):
+                    held.setdefault(str(rid), []).append({"day": e.name, "held": int(n)})
+            except (BadData, StorageError, ValueError, TypeError) as err:
+                unreadable.append({"file": rel, "reason": _why(err)})
+        rows = [{**r.to_json(), "describe": r.describe(), "in_force": r.id not in removed, "removed": removed.get(r.id),
+                 "held_alerts": sum(x["held"] for x in held.get(r.id, [])), "held_in": held.get(r.id, [])}
+                for r in sorted(rules, key=lambda r: (r.when, r.id), reverse=True)]
+        return {"rules": rows, "audit": store.audit(), "unreadable": unreadable}
 
     # -- ingest summary ----------------------------------------------------------------------
     def ingest_summary(self) -> dict | None:

@@ -157,6 +157,9 @@ const OA = (() => {
     for (const [k, sel] of Object.entries(inputs)) if (q.get(k)) document.querySelector(sel).value = q.get(k);
     const tb = document.querySelector("#suspicious tbody");
     const errBox = document.getElementById("table-error");
+    const showAl = document.getElementById("f-allowlisted");
+    showAl.checked = q.get("allowlisted") === "show";
+    showAl.addEventListener("change", () => { st.page = 1; load(); });
     let known = new Map();
     try { known = await verdicts(day); } catch (e) { /* shown by the table load if storage is down */ }
     api(`/days/${day}/model`).then((m) => {
@@ -173,6 +176,7 @@ const OA = (() => {
         if (v) p.set(k, v);
       }
       p.set("sort", st.sort); p.set("order", st.order); p.set("page", st.page);
+      if (showAl.checked) p.set("allowlisted", "show");
       return p;
     }
 
@@ -189,7 +193,7 @@ const OA = (() => {
         tb.replaceChildren();
         for (const r of d.rows) {
           const conn = `/days/${day}/connection?sip=${encodeURIComponent(r.sip)}&dip=${encodeURIComponent(r.dip)}`;
-          tb.append(el("tr", { "data-rank": r.rank },
+          tb.append(el("tr", { "data-rank": r.rank, class: r.allowlisted ? "allowlisted" : null, title: r.allowlisted ? `allow-listed by rule ${r.allowlisted}` : null },
             el("td", { class: "num", text: r.rank }),
             el("td", { text: r.treceived }),
             el("td", { class: "mono" }, el("a", { href: conn, class: "conn-link", text: r.sip })),
@@ -207,6 +211,7 @@ const OA = (() => {
             verdictCell(day, r, known)));
         }
         if (!d.rows.length) tb.append(el("tr", {}, el("td", { colspan: 15, class: "hint", text: "No suspicious flows match." })));
+        allowlistNote(d.allowlist);
         document.getElementById("page-info").textContent = `Page ${d.page} of ${d.pages} · ${fmt.int(d.total)} flows`;
         document.getElementById("prev").disabled = d.page <= 1;
         document.getElementById("next").disabled = d.page >= d.pages;
@@ -215,6 +220,16 @@ const OA = (() => {
         errBox.textContent = e.message; errBox.hidden = false; tb.replaceChildren();
         tb.parentElement.dataset.state = "error";
       }
+    }
+
+    // Allow-listed flows are hidden (the API's default); say how many, by which rule and why.
+    function allowlistNote(rules) {
+      const note = document.getElementById("allowlist-note");
+      const total = rules.reduce((a, r) => a + r.hidden, 0);
+      note.hidden = total === 0;
+      document.getElementById("allowlist-why").textContent = total === 0 ? "" :
+        `${fmt.int(total)} suspicious flow${total === 1 ? " is" : "s are"} ${showAl.checked ? "marked" : "hidden"}: allow-listed by ` +
+        rules.map((r) => `${r.rule} (${r.hidden}; ${r.who}: "${r.why}")`).join("; ") + ". ";
     }
 
     document.querySelectorAll("#suspicious th[data-sort]").forEach((th) => th.addEventListener("click", () => {
@@ -246,7 +261,8 @@ const OA = (() => {
       summary.textContent = `${fmt.int(d.count)} flow${d.count === 1 ? "" : "s"} between these hosts on ${day} (both directions), ${fmt.int(sus)} above the threshold, ${fmt.int(bytes)} bytes in all.` +
         (d.unreadable && d.unreadable.length ? ` ${d.unreadable.length} part file(s) could not be read: ${d.unreadable.map((u) => u.file).join(", ")}.` : "");
       for (const f of d.flows) {
-        tb.append(el("tr", { class: f.suspicious ? "sus" : "", "data-rank": f.rank ?? "" },
+        tb.append(el("tr", { class: (f.suspicious ? "sus" : "") + (f.allowlisted ? " allowlisted" : ""), "data-rank": f.rank ?? "",
+          title: f.allowlisted ? `allow-listed by rule ${f.allowlisted}: never alerted` : null },
           el("td", { text: f.treceived }),
           el("td", { class: "mono", text: f.sip }), el("td", { class: "num", text: f.sport }),
           el("td", { class: "mono", text: f.dip }), el("td", { class: "num", text: f.dport }),
@@ -508,7 +524,67 @@ const OA = (() => {
     } catch (e) { tb.replaceChildren(el("tr", {}, el("td", { colspan: 9, class: "error", text: e.message }))); }
   }
 
-  const pages = { verdicts: verdictsPage, days: daysPage, suspicious: suspiciousPage, connection: connectionPage, network: networkPage, model: modelPage, ingest: ingestPage };
+  // -- the allow-list: rules, add/remove (analysts), audit ----------------------------------
+  async function allowlistPage() {
+    const tb = document.querySelector("#allowlist tbody");
+    const ab = document.querySelector("#allowlist-audit tbody");
+    const analyst = body.dataset.role === "analyst";
+    async function load() {
+      try {
+        const d = await api("/allowlist");
+        tb.replaceChildren();
+        if (!d.rules.length) tb.append(el("tr", {}, el("td", { colspan: 8, class: "hint", text: "No allow-list rules." })));
+        for (const r of d.rules) {
+          const gone = r.removed ? `no (removed ${r.removed.when} by ${r.removed.who}: ${r.removed.why})` : "yes";
+          const btn = analyst && r.in_force ? el("button", { type: "button", class: "al-remove", "data-id": r.id, text: "Remove",
+            on: { click: () => remove(r) } }) : "";
+          tb.append(el("tr", { "data-id": r.id, class: r.in_force ? "" : "muted" },
+            el("td", { text: r.when }), el("td", { text: r.who }), el("td", { class: "mono", text: r.describe }),
+            el("td", { text: r.why }), el("td", { text: r.expires || "never" }), el("td", { class: "in-force", text: gone }),
+            el("td", { class: "num held", text: fmt.int(r.held_alerts) }), el("td", {}, btn)));
+        }
+        ab.replaceChildren();
+        for (const a of d.audit) {
+          ab.append(el("tr", { "data-rule": a.rule_id, "data-action": a.action },
+            el("td", { text: a.when }), el("td", { text: a.who }), el("td", { text: a.action }), el("td", { class: "mono", text: a.rule_id }),
+            el("td", { text: a.why }), el("td", { class: "num", text: fmt.int(a.alerts_suppressed) }),
+            el("td", { class: "num", text: fmt.int(a.alerts_restored) }),
+            el("td", { text: a.days.map((x) => `${x.day} (-${x.suppressed}/+${x.restored})`).join(", ") })));
+        }
+        unreadableNote("allowlist-unreadable", d.unreadable);
+        tb.parentElement.dataset.state = String(d.rules.length) + ":" + String(d.audit.length);
+      } catch (e) { tb.replaceChildren(el("tr", {}, el("td", { colspan: 8, class: "error", text: e.message }))); }
+    }
+    async function remove(r) {
+      const why = window.prompt(`Why may ${r.describe} alert again?`);
+      if (!why) return;
+      try {
+        const d = await api("/allowlist/remove", { json: { id: r.id, why } });
+        toast(`Removed: ${d.audit.alerts_restored} alert(s) restored`);
+      } catch (e) { toast(e.message, true); }
+      load();
+    }
+    const form = document.getElementById("allowlist-form");
+    if (form) form.addEventListener("submit", async (ev) => {
+      ev.preventDefault();
+      const v = (id) => document.getElementById(id).value.trim() || null;
+      const body = { src: v("al-src"), dst: v("al-dst"), sport: v("al-sport"), dport: v("al-dport"), proto: v("al-proto"),
+        hours: v("al-hours"), both_ways: document.getElementById("al-both").checked, why: v("al-why") };
+      const exp = v("al-expires");
+      if (exp) body.expires_days = Number(exp);
+      const err = document.getElementById("al-error");
+      try {
+        const d = await api("/allowlist", { json: body });
+        err.hidden = true;
+        toast(`Added ${d.rule.describe}: ${d.audit.alerts_suppressed} alert(s) suppressed`);
+        form.reset();
+      } catch (e) { err.textContent = e.message; err.hidden = false; }
+      load();
+    });
+    load();
+  }
+
+  const pages = { allowlist: allowlistPage, verdicts: verdictsPage, days: daysPage, suspicious: suspiciousPage, connection: connectionPage, network: networkPage, model: modelPage, ingest: ingestPage };
   return { start: () => (pages[body.dataset.page] || (() => {}))() };
 })();
 
