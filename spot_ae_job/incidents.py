@@ -47,7 +47,7 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 from pyspark.sql.window import Window
 
-from spot_ae_job import fsutil, verdicts
+from spot_ae_job import family, fsutil, verdicts
 from spot_ae_job.alerts import _FLOW_KEY, ALERT_ID, ECS_VERSION, alert_id
 from spot_ae_job.layout import INCIDENT_ID, SCORE, SUSPICIOUS, Day, Layout
 
@@ -251,14 +251,15 @@ def finish(combined: DataFrame, day: str, model, threshold: float, families: lis
     level = F.lit(LEVELS[-1][1])
     for lo, name in reversed(LEVELS[:-1]):
         level = F.when(sev >= lo, F.lit(name)).otherwise(level)
-    main = F.col("hosts")[0]
-    role = F.when(main["as_source"] > 0, F.when(main["as_target"] > 0, "both").otherwise("source")).otherwise("target")
+    main = F.try_element_at(F.col("hosts"), F.lit(1))  # null for flows without addresses
+    role = F.when(main.isNull(), F.lit(None).cast("string")).when(main["as_source"] > 0, F.when(main["as_target"] > 0, "both").otherwise("source")).otherwise("target")
     if families:
         best = F.array_max(F.col("family_votes"))
         conf = best / F.col("flows")
         idx = F.array_position(F.col("family_votes"), best) - 1
-        fam_name = F.element_at(F.array(*[F.lit(f) for f in families]), (idx + 1).cast("int"))
-        family = F.when(F.col("family_votes").isNull(), "unknown").when(conf < bar, "unknown").otherwise(fam_name)
+        fam_name = F.try_element_at(F.array(*[F.lit(f) for f in families]), (idx + 1).cast("int"))
+        family = (F.when(F.col("family_votes").isNull() | (conf < bar) | (fam_name == "benign"), "unknown")
+                  .otherwise(fam_name))  # "benign": looks like none of the known families
         confidence = F.round(conf, 4)
     else:
         family, confidence = F.lit("unknown"), F.lit(None).cast("double")
@@ -282,13 +283,14 @@ def _members(rows: DataFrame, comp: DataFrame, day: str) -> DataFrame:
     return m.withColumn(INCIDENT_ID, incident_id(day, F.first(ALERT_ID).over(first.rowsBetween(Window.unboundedPreceding, Window.unboundedFollowing))))
 
 
-def _prepared(rows: DataFrame, classifier) -> DataFrame:
-    """The member columns (+ the classifier's per-flow probabilities as `_votes`)."""
+def _prepared(rows: DataFrame, classifier, universe: DataFrame | None) -> DataFrame:
+    """The member columns (+ the classifier's per-flow probabilities as `_votes`; host context
+    counted over `universe`, the run's flows, where the rows do not carry it)."""
     for c in ("rank", "expl1_feature"):
         if c not in rows.columns:
             rows = rows.withColumn(c, F.lit(None).cast("int" if c == "rank" else "string"))
     if classifier is not None:
-        rows = classifier.predict(rows)  # + family, family_confidence, _votes
+        rows = classifier.predict(rows, universe)  # + family, family_confidence, _votes
     else:
         rows = rows.withColumn("family", F.lit(None).cast("string")).withColumn("family_confidence", F.lit(None).cast("double"))
     return rows
@@ -297,12 +299,15 @@ def _prepared(rows: DataFrame, classifier) -> DataFrame:
 # ------------------------------------------------------------------------------ a day (batch)
 
 def write_day_incidents(spark: SparkSession, scored: DataFrame, model, day: Day, layout: Layout, threshold: float,
-                        classifier=None, gap: int = GAP_SECONDS, progress=print) -> dict:
-    """The batch run's stage: the day's suspicious flows -> incidents/, incident_members/,
-    incidents_ecs/ and incidents_summary.json; returns the summary (run.json's "incidents")."""
+                        classifier="latest", gap: int = GAP_SECONDS, progress=print) -> dict:
+    """The batch run's stage: the day's suspicious flows (of `scored`, every flow of the day) ->
+    incidents/, incident_members/, incidents_ecs/ and incidents_summary.json; returns the summary
+    (run.json's "incidents"). `classifier`: the family classifier ("latest": the saved one, if any)."""
     res = layout.results(day)
+    if classifier == "latest":
+        classifier = family.latest(spark, layout)
     rows = eligible(spark, scored.where(SUSPICIOUS), layout.huser)
-    rows = _prepared(with_alert_ids(rows, str(day), model.version), classifier).cache()
+    rows = _prepared(with_alert_ids(rows, str(day), model.version), classifier, scored).cache()
     members = _members(rows, group(rows, gap)[0], str(day)).cache()
     fams = classifier.families if classifier is not None else None
     bar = classifier.bar if classifier is not None else 0.0
@@ -315,6 +320,7 @@ def write_day_incidents(spark: SparkSession, scored: DataFrame, model, day: Day,
     created = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
     ecs_documents(stored, spark.read.parquet(res.incident_members), created).write.mode("overwrite").text(res.incidents_ecs)
     summary = _summary(stored, str(day), model, gap, res.incidents, classifier)
+    summary["hosts"] = write_host_ranking(scored, spark.read.parquet(res.incident_members), stored, model, res.hosts)
     fsutil.write_text(spark, res.incidents_summary, json.dumps(summary, indent=2))
     progress(f"{day}: {summary['incidents']} incidents from {summary['flows']} suspicious flows -> {res.incidents}")
     return summary
@@ -330,20 +336,66 @@ def _summary(stored: DataFrame, day: str, model, gap: int, uri: str, classifier)
             "family_model": getattr(classifier, "version", None), "uri": uri}
 
 
+# ------------------------------------------------------------------------------ hosts
+
+HOST_COLUMNS = ["host_rank", "ip", "max_severity", "incidents", "n_incidents", "suspicious", "flows",
+                "src_flows", "src_suspicious", "src_worst_score", "src_mean_score",
+                "dst_flows", "dst_suspicious", "dst_worst_score", "dst_mean_score"]
+
+
+def host_ranking(scored: DataFrame, members: DataFrame, incidents: DataFrame, model) -> DataFrame:
+    """Every IP of the day: how anomalous it was as source and as target (flows, suspicious
+    flows, worst and mean score on each side) and the incidents it is in (ids, most severe).
+    Ranked by its most severe incident, then its suspicious flows, then its worst score."""
+    higher = model.higher_is_suspicious
+    worst = F.max if higher else F.min
+
+    def side(col: str, p: str) -> DataFrame:
+        return scored.where(F.col(col).isNotNull()).groupBy(F.col(col).alias("ip")).agg(
+            F.count("*").alias(f"{p}_flows"), F.sum(F.col(SUSPICIOUS).cast("int")).alias(f"{p}_suspicious"),
+            worst(SCORE).alias(f"{p}_worst_score"), F.avg(SCORE).alias(f"{p}_mean_score"))
+
+    sev = incidents.select(INCIDENT_ID, "severity")
+    inc = (members.select(INCIDENT_ID, F.explode(F.array("sip", "dip")).alias("ip")).where(F.col("ip").isNotNull())
+           .distinct().join(sev, INCIDENT_ID)
+           .groupBy("ip").agg(F.max("severity").alias("max_severity"),
+                              F.transform(F.sort_array(F.collect_list(F.struct((-F.col("severity")).alias("k"), INCIDENT_ID))),
+                                          lambda x: x[INCIDENT_ID]).alias("incidents")))
+    h = side("sip", "src").join(side("dip", "dst"), "ip", "full").join(inc, "ip", "left")
+    h = h.fillna(0, subset=["src_flows", "src_suspicious", "dst_flows", "dst_suspicious"]).withColumns({
+        "incidents": F.coalesce("incidents", F.array().cast("array<string>")),
+        "suspicious": F.col("src_suspicious") + F.col("dst_suspicious"), "flows": F.col("src_flows") + F.col("dst_flows")})
+    h = h.withColumn("n_incidents", F.size("incidents"))
+    w_score = F.greatest("src_worst_score", "dst_worst_score") if higher else F.least("src_worst_score", "dst_worst_score")
+    order = [F.col("max_severity").desc_nulls_last(), F.col("suspicious").desc(),
+             (w_score.desc_nulls_last() if higher else w_score.asc_nulls_last()), F.col("ip")]
+    return h.withColumn("host_rank", F.row_number().over(Window.orderBy(*order))).select(*HOST_COLUMNS)
+
+
+def write_host_ranking(scored: DataFrame, members: DataFrame, incidents: DataFrame, model, uri: str) -> dict:
+    """The day's host ranking -> `hosts/` (Parquet, in rank order); its counts for the summary."""
+    host_ranking(scored, members, incidents, model).orderBy("host_rank").write.mode("overwrite").parquet(uri)
+    r = scored.sparkSession.read.parquet(uri).agg(F.count("*").alias("n"), F.sum((F.col("n_incidents") > 0).cast("int")).alias("i")).first()
+    return {"hosts": int(r["n"]), "in_incidents": int(r["i"] or 0), "uri": uri}
+
+
 # ------------------------------------------------------------------------------ the stream
 
-def extend_stream(spark: SparkSession, flagged: DataFrame, model, day: str, huser: str, batch_id: int,
-                  threshold: float | None = None, classifier=None, gap: int = GAP_SECONDS, progress=print) -> dict:
+def extend_stream(spark: SparkSession, scored: DataFrame, model, day: str, huser: str, batch_id: int,
+                  threshold: float | None = None, classifier="latest", gap: int = GAP_SECONDS, progress=print) -> dict:
     """One micro-batch's suspicious flows of one day: extend the day's open incidents, open new
     ones. Writes stream/incidents/batch=<id>/ (every incident the batch touched, as it now stands),
     incident_members/batch=<id>/ and incidents_ecs/batch=<id>/, each overwritten, so a batch
-    re-run after a crash replaces its own output; state is read from batches before this one."""
+    re-run after a crash replaces its own output; state is read from batches before this one.
+    `scored`: the batch's flows of the day (the suspicious ones flagged)."""
     res = Layout(huser).results(Day.parse(day))
+    if classifier == "latest":
+        classifier = family.latest(spark, Layout(huser))
     threshold = model.threshold if threshold is None else threshold
     name = f"batch={batch_id}"
     prev = latest_stream_incidents(spark, res.stream_incidents, before=batch_id)
-    rows = eligible(spark, flagged, huser)
-    rows = _prepared(with_alert_ids(rows, day, model.version), classifier).cache()
+    rows = eligible(spark, scored.where(SUSPICIOUS), huser)
+    rows = _prepared(with_alert_ids(rows, day, model.version), classifier, scored).cache()
     if rows.isEmpty():
         rows.unpersist()
         for d in (res.stream_incidents, res.stream_incident_members, res.stream_incidents_ecs):
@@ -436,8 +488,8 @@ def ecs_documents(incidents: DataFrame, members: DataFrame, created: str) -> Dat
         F.struct(F.lit(ECS_VERSION).alias("version")).alias("ecs"),
         F.concat(F.lit("Spot-AE incident: "), F.col("flows").cast("string"), F.lit(" suspicious flows, "),
                  F.col("n_hosts").cast("string"), F.lit(" hosts around "), F.coalesce("main_host", F.lit("?")),
-                 F.lit(" ("), F.col("main_role"), F.lit("), severity "), F.col("severity").cast("string"),
-                 F.lit(", likely "), F.col("family")).alias("message"),
+                 F.lit(" ("), F.coalesce("main_role", F.lit("no address")), F.lit("), severity "), F.col("severity").cast("string"),
+                 F.lit(", likely "), F.coalesce("family", F.lit("unknown"))).alias("message"),
         F.struct(
             F.concat_ws("-", F.col(INCIDENT_ID), F.col("flows").cast("string")).alias("id"),
             F.lit("alert").alias("kind"), F.array(F.lit("network"), F.lit("intrusion_detection")).alias("category"),

@@ -175,7 +175,7 @@ class BatchScorer:
         flagged.select(*RESULT_COLUMNS, MODEL_VERSION, BATCH_ID).coalesce(1) \
             .write.mode("overwrite").parquet(f"{out}/suspicious/{name}")
         _write_alerts(spark, flagged, model, day, self.huser, batch_id)
-        touched = incidents.extend_stream(spark, flagged, model, day, self.huser, batch_id, progress=self.say)
+        touched = incidents.extend_stream(spark, scored, model, day, self.huser, batch_id, progress=self.say)
         facts = model_facts(model, Day.parse(day), model.threshold,
                             {"threshold_mode": model.meta.get("threshold_mode"), "threshold_value": model.meta.get("threshold_value")})
         fsutil.write_text(spark, Layout(self.huser).results(Day.parse(day)).stream_run_json,

@@ -29,19 +29,25 @@ def model(version: str = "v1", threshold: float = 1.0) -> AEModel:
     return AEModel(w, Scaler(np.zeros(N_FEATURES), np.ones(N_FEATURES)), threshold, {"version": version, "kind": "ae"})
 
 
-def flows(spark, rows, ranked: bool = True):
-    """(seconds after T0, sip, dip, dport, score) -> suspicious scored rows, as write_results has them."""
+def flows(spark, rows, ranked: bool = True, quiet=()):
+    """(seconds after T0, sip, dip, dport, score) -> suspicious scored rows, as write_results has
+    them (ranked); `quiet`: more rows of the same shape that are not suspicious."""
     recs = []
-    for t, sip, dip, dport, score in rows:
+    for t, sip, dip, dport, score in [*rows, *quiet]:
         d = dict.fromkeys(FLOW_COLUMNS)
         d.update(treceived=f"2023-01-25 10:{t // 60:02d}:{t % 60:02d}" if t < 3600 else str(T0 + t), unix_tstamp=T0 + t,
                  tryear=2023, trmonth=1, trday=25, tdur=1.0, sip=sip, dip=dip, sport=40000 + t % 1000, dport=dport,
                  proto="TCP", flag=".AP.S.", ipkt=3, ibyt=300, opkt=2, obyt=200)
         recs.append((tuple(d[c] for c in FLOW_COLUMNS), score))
     df = spark.createDataFrame([r + (s,) for r, s in recs], T.StructType(FLOW_SCHEMA.fields + [T.StructField("score", T.DoubleType())]))
-    df = df.withColumn("suspicious", F.lit(True))
+    quiet_keys = [(T0 + q[0], q[1], q[2]) for q in quiet]
+    is_quiet = F.lit(False)
+    for t, s, d in quiet_keys:
+        is_quiet = is_quiet | ((F.col("unix_tstamp") == t) & (F.col("sip") == s) & (F.col("dip") == d))
+    df = df.withColumn("suspicious", ~is_quiet)
     if ranked:
-        df = df.withColumn("rank", F.row_number().over(Window.orderBy(F.col("score").desc(), "unix_tstamp")))
+        df = df.withColumn("rank", F.when(F.col("suspicious"), F.row_number().over(
+            Window.partitionBy("suspicious").orderBy(F.col("score").desc(), "unix_tstamp"))))
     return df
 
 
@@ -65,11 +71,23 @@ SEQUENCE = [
 ]
 
 
-def test_flows_sharing_a_host_within_the_gap_form_one_incident_and_chains_merge(spark, tmp_path):
-    lay = Layout(f"file://{tmp_path}/spot")
-    summary = incidents.write_day_incidents(spark, flows(spark, SEQUENCE), model(), Day.parse(DAY), lay, 1.0,
+QUIET = [(100, "10.0.0.1", "10.0.9.9", 443, 0.2), (200, "10.0.9.9", "10.0.0.5", 53, 0.1)]
+
+
+@pytest.fixture(scope="module")
+def day_run(spark, tmp_path_factory):
+    """One scored day, as write_results leaves it: alerts, then incidents (+ the host ranking)."""
+    huser = f"file://{tmp_path_factory.mktemp('day')}/spot"
+    scored = flows(spark, SEQUENCE, quiet=QUIET)
+    write_alerts(spark, scored, model(), DAY, huser, progress=lambda *_: None)
+    summary = incidents.write_day_incidents(spark, scored, model(), Day.parse(DAY), Layout(huser), 1.0,
                                             progress=lambda *_: None)
-    res = lay.results(Day.parse(DAY))
+    return huser, summary
+
+
+def test_flows_sharing_a_host_within_the_gap_form_one_incident_and_chains_merge(spark, day_run):
+    huser, summary = day_run
+    res = Layout(huser).results(Day.parse(DAY))
     groups = by_members(spark, res.incident_members)
     assert set(groups) == {
         frozenset({("10.0.0.1", "10.0.0.9", 0), ("10.0.0.1", "10.0.0.8", 60)}),
@@ -149,13 +167,8 @@ def _ips(v) -> bool:
         return False
 
 
-def test_incident_documents_are_ecs_and_link_the_alerts_written_for_the_same_flows(spark, tmp_path):
-    huser = f"file://{tmp_path}/spot"
-    lay = Layout(huser)
-    m = model()
-    scored = flows(spark, SEQUENCE)
-    write_alerts(spark, scored, m, DAY, huser, progress=lambda *_: None)
-    incidents.write_day_incidents(spark, scored, m, Day.parse(DAY), lay, 1.0, progress=lambda *_: None)
+def test_incident_documents_are_ecs_and_link_the_alerts_written_for_the_same_flows(spark, day_run):
+    huser, _ = day_run
     docs = incidents.read_incident_documents(spark, DAY, huser)
     alerts = {a["event"]["id"] for a in read_alerts(spark, DAY, huser)}
     assert len(docs) == 4
@@ -179,3 +192,41 @@ def test_incident_documents_are_ecs_and_link_the_alerts_written_for_the_same_flo
 def test_components_label_every_node_with_its_component_minimum(spark, edges, expected):
     got = {r["node"]: r["comp"] for r in incidents.components(spark.createDataFrame(edges, "a string, b string")).collect()}
     assert got == expected
+
+
+def test_the_host_ranking_says_how_anomalous_each_ip_was_as_source_and_target(spark, day_run):
+    huser, summary = day_run
+    hosts = {r["ip"]: r for r in spark.read.parquet(Layout(huser).results(Day.parse(DAY)).hosts).collect()}
+    assert summary["hosts"]["hosts"] == len(hosts) == 13
+    a = hosts["10.0.0.1"]
+    assert (a["src_flows"], a["src_suspicious"], a["dst_flows"], a["n_incidents"], a["src_worst_score"]) == (4, 3, 0, 2, 3.0)
+    quiet = hosts["10.0.9.9"]
+    assert (quiet["suspicious"], quiet["n_incidents"], quiet["max_severity"]) == (0, 0, None)
+    # the chain's hosts share its (the day's highest) severity; more suspicious flows, then the worst score, rank first
+    ranked = [ip for ip, _ in sorted(hosts.items(), key=lambda kv: kv[1]["host_rank"])]
+    assert ranked[:2] == ["10.0.1.2", "10.0.1.3"] and ranked[-1] in ("10.0.0.5", "10.0.9.9")
+
+
+def test_a_hosts_history_across_days_for_the_oa(spark, day_run, tmp_path):
+    from spot_ae_job import verdicts
+    from spot_ae_job.oa.hosts import host_history
+    from spot_ae_job.oa.results import Results
+    from spot_ae_job.oa.storage import open_storage
+
+    huser, _ = day_run
+    storage = open_storage(huser)
+    # a low-risk verdict on one connection, then the next day: that flow forms no incident
+    low = verdicts.new_verdict(sip="192.168.5.5", dip="192.168.5.6", dport=80, proto="TCP", sev=3, who="ana", day=DAY)
+    high = verdicts.new_verdict(sip="10.0.0.1", dip="10.0.0.9", dport=22, proto="TCP", sev=1, who="ana", day=DAY)
+    for v in (low, high):
+        storage.write_atomic(verdicts.file_name(v), verdicts.to_line(v))
+    nxt = incidents.write_day_incidents(spark, flows(spark, SEQUENCE), model(), Day.parse("20230126"), Layout(huser), 1.0,
+                                        progress=lambda *_: None)
+    assert nxt["incidents"] == 3 and nxt["flows"] == len(SEQUENCE) - 1
+    h = host_history(Results(storage), "10.0.0.1")
+    assert [d["day"] for d in h["days"]] == [DAY, "20230126"] and not h["unreadable"]
+    assert [d["src_suspicious"] for d in h["days"]] == [3, 3] and [d["src_flows"] for d in h["days"]] == [4, 3]
+    assert [v["id"] for v in h["verdicts"]] == [high["id"]]
+    assert host_history(Results(storage), "192.168.5.5")["days"][-1]["n_incidents"] == 0
+    with pytest.raises(ValueError):
+        host_history(Results(storage), "not-an-ip")
