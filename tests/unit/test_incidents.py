@@ -211,7 +211,7 @@ def test_a_hosts_history_across_days_for_the_oa(spark, day_run, tmp_path):
     from spot_ae_job import verdicts
     from spot_ae_job.oa.hosts import host_history
     from spot_ae_job.oa.results import Results
-    from spot_ae_job.oa.storage import open_storage
+    from spot_ae_job.storage import open_storage
 
     huser, _ = day_run
     storage = open_storage(huser)
