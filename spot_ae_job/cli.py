@@ -132,6 +132,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--available-now", action="store_true", help="score every flow file not scored yet, then stop")
     p.add_argument("--conf", action="append", default=[], metavar="KEY=VALUE", help="a Spark setting for this long-running application (e.g. a smaller executor than batch jobs)")
 
+    p = sub.add_parser("train-family", help="train the attack-family classifier of incidents on labelled CIC-IDS2018 CSVs and save it")
+    _common(p)
+    p.add_argument("--data", action="append", default=None,
+                   help="CIC-IDS2018 CSV file or directory (repeatable; default the shared cicids2018 folder)")
+
     for name in DELEGATED:
         sub.add_parser(name, help=f"see `spot-ae {name} --help`", add_help=False)
     return ap
@@ -290,7 +295,24 @@ def cmd_stream(args) -> int:
     return 0
 
 
-COMMANDS = {"stream": cmd_stream, "load-csv": cmd_load_csv, "train": cmd_train, "score": cmd_score, "ml-ops": cmd_ml_ops, "alerts": cmd_alerts, "demo": cmd_demo}
+def cmd_train_family(args) -> int:
+    from spot_ae_job import family
+    from spot_ae_job.evaluate import with_day
+    from spot_ae_job.ingest.cicids import read_cicids
+    from spot_ae_job.schema import IS_ATTACK
+
+    data = args.data or [str(default_data() / "cicids2018")]
+    for d in data:
+        if "://" not in d and not Path(d).exists():
+            raise SpotAEError(f"no such file or directory: {d}")
+    spark, layout = _spark(args), _layout(args)
+    flows = with_day(read_cicids(spark, data).flows)
+    clf = family.train(flows.where(flows[IS_ATTACK].isNotNull()), data, _say)
+    _say(f"saved family classifier {clf.version} -> {clf.save(spark, layout.family_models)} (incidents use the LATEST one)")
+    return 0
+
+
+COMMANDS = {"train-family": cmd_train_family, "stream": cmd_stream, "load-csv": cmd_load_csv, "train": cmd_train, "score": cmd_score, "ml-ops": cmd_ml_ops, "alerts": cmd_alerts, "demo": cmd_demo}
 
 
 def main(argv: list[str] | None = None) -> int:

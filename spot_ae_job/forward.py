@@ -45,6 +45,7 @@ from urllib.parse import urlsplit
 from spot_ae_job import allowlist, fsutil
 from spot_ae_job.alerts import alerts_location, read_alerts
 from spot_ae_job.errors import SpotAEError
+from spot_ae_job.incidents import read_incident_documents
 from spot_ae_job.schema import scored_results_location
 
 CONFIG_ENV = "SPOT_AE_FORWARD_CONFIG"
@@ -230,8 +231,10 @@ def syslog_message(alert: dict, sd_id: str = DEFAULT_SD_ID, hostname: str | None
     ts = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
     host = (hostname or socket.gethostname() or "-")[:255].replace(" ", "_")
     spot = alert.get("spot_ae", {})
-    sd = (f'[{sd_id} alert_id="{_sd_value(alert["event"]["id"])}" day="{_sd_value(str(spot.get("day", "")))}" '
-          f'model_version="{_sd_value(str(spot.get("model", {}).get("version", "")))}"]')
+    inc = spot.get("incident") or {}  # an incident document (incidents.py) keeps its day and model there
+    day, version = spot.get("day", inc.get("day", "")), spot.get("model", {}).get("version", inc.get("model_version", ""))
+    sd = (f'[{sd_id} alert_id="{_sd_value(alert["event"]["id"])}" day="{_sd_value(str(day))}" '
+          f'model_version="{_sd_value(str(version))}"]')
     body = json.dumps(alert, separators=(",", ":"))
     return f"<{pri}>1 {ts} {host} spot-ae - alert {sd} {body}".encode("utf-8")
 
@@ -433,6 +436,7 @@ def forward_alerts(spark, alerts: list[dict], day: str, huser: str, cfg: Forward
 
 
 def forward_day(spark, day: str, huser: str, cfg: ForwardConfig, progress=print) -> dict:
+    """The day's alerts, then its incidents (incidents.py: documents that list their alerts' ids)."""
     if not fsutil.exists(spark, alerts_location(day, huser)):
         raise SpotAEError(f"no alerts for {day}: {alerts_location(day, huser)} does not exist (run ml-ops or score first)")
     alerts = read_alerts(spark, day, huser)
@@ -441,4 +445,4 @@ def forward_day(spark, day: str, huser: str, cfg: ForwardConfig, progress=print)
     if any(held):
         progress(f"{day}: {sum(1 for h in held if h)} alerts covered by allow-list rules are not sent")
         alerts = [a for a, h in zip(alerts, held) if h is None]
-    return forward_alerts(spark, alerts, day, huser, cfg, progress)
+    return forward_alerts(spark, alerts + read_incident_documents(spark, day, huser), day, huser, cfg, progress)

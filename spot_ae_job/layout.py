@@ -30,6 +30,7 @@ SUSPICIOUS = "suspicious"
 RANK = "rank"
 MODEL_VERSION = "model_version"
 ALLOWLISTED = "allowlisted"  # the id of the allow-list rule covering a flow (computed on read, never stored)
+INCIDENT_ID = "incident_id"  # incidents.py: the incident a suspicious flow belongs to
 
 ALLOWLIST_DIR = "allowlist"  # under flow/, beside verdicts/
 
@@ -107,6 +108,26 @@ class DayResults:
         return f"{self.root}/alerts_summary.json"
 
     @property
+    def incidents(self) -> str:  # one row per incident (incidents.py), Parquet
+        return f"{self.root}/incidents"
+
+    @property
+    def incident_members(self) -> str:  # alert id -> incident id, with the flow's key fields (Parquet)
+        return f"{self.root}/incident_members"
+
+    @property
+    def incidents_ecs(self) -> str:  # one ECS document per incident, JSON lines (forwarded after the alerts)
+        return f"{self.root}/incidents_ecs"
+
+    @property
+    def incidents_summary(self) -> str:
+        return f"{self.root}/incidents_summary.json"
+
+    @property
+    def hosts(self) -> str:  # the day's host ranking (incidents.py), Parquet
+        return f"{self.root}/hosts"
+
+    @property
     def feedback_csv(self) -> str:  # Spot's ml_feedback.csv
         return f"{self.root}/feedback/ml_feedback.csv"
 
@@ -117,6 +138,18 @@ class DayResults:
     @property
     def stream_run_json(self) -> str:  # the streaming scorer's run.json: the model of its latest batch
         return f"{self.stream}/run.json"
+
+    @property
+    def stream_incidents(self) -> str:  # incidents/batch=<id>/: each incident a batch opened or extended, as it stands after it
+        return f"{self.stream}/incidents"
+
+    @property
+    def stream_incident_members(self) -> str:  # incident_members/batch=<id>/: the batch's flows
+        return f"{self.stream}/incident_members"
+
+    @property
+    def stream_incidents_ecs(self) -> str:  # incidents_ecs/batch=<id>/
+        return f"{self.stream}/incidents_ecs"
 
     def tmp(self, name: str) -> str:
         return f"{self.root}/_{name}_tmp"
@@ -146,6 +179,10 @@ class Layout:
     @property
     def models(self) -> str:
         return f"{self.flow}/models"
+
+    @property
+    def family_models(self) -> str:  # attack-family classifiers (family.py): <version>/, LATEST
+        return f"{self.models}/family"
 
     @property
     def lda_models(self) -> str:

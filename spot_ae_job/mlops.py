@@ -26,7 +26,7 @@ from pyspark.sql import functions as F
 from pyspark.sql.types import IntegerType, LongType
 from pyspark.sql.window import Window
 
-from spot_ae_job import allowlist, drift, explain, forward, fsutil, metrics, registry, thresholds
+from spot_ae_job import allowlist, drift, explain, forward, fsutil, incidents, metrics, registry, thresholds
 from spot_ae_job import verdicts as verdict_store
 from spot_ae_job.alerts import write_alerts
 from spot_ae_job.context import CONTEXT_COLUMNS, add_context
@@ -309,6 +309,7 @@ def write_results(
     }
     al = write_alerts(spark, stored, model, str(day), layout.huser, threshold, run["threshold_mode"], progress=progress)
     run["alerts"] = {"written": al.alerts, "suppressed": al.suppressed, "uri": al.uri}
+    run["incidents"] = incidents.write_day_incidents(spark, stored, model, day, layout, threshold, progress=progress)
     fsutil.write_text(spark, res.run_json, json.dumps(run, indent=2))
     flagged.unpersist()
     progress(

@@ -30,7 +30,7 @@ from typing import Callable
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from spot_ae_job import fsutil
+from spot_ae_job import fsutil, incidents
 from spot_ae_job.alerts import write_alerts
 from spot_ae_job.context import WINDOWS, add_context
 from spot_ae_job.errors import SpotAEError
@@ -175,10 +175,12 @@ class BatchScorer:
         flagged.select(*RESULT_COLUMNS, MODEL_VERSION, BATCH_ID).coalesce(1) \
             .write.mode("overwrite").parquet(f"{out}/suspicious/{name}")
         _write_alerts(spark, flagged, model, day, self.huser, batch_id)
+        touched = incidents.extend_stream(spark, scored, model, day, self.huser, batch_id, progress=self.say)
         facts = model_facts(model, Day.parse(day), model.threshold,
                             {"threshold_mode": model.meta.get("threshold_mode"), "threshold_value": model.meta.get("threshold_value")})
         fsutil.write_text(spark, Layout(self.huser).results(Day.parse(day)).stream_run_json,
-                          json.dumps({**facts, "streamed": True, "last_batch": batch_id}, indent=2))
+                          json.dumps({**facts, "streamed": True, "last_batch": batch_id,
+                                      "incidents": touched}, indent=2))
 
 
 def flow_stream(spark: SparkSession, huser: str, max_files_per_trigger: int) -> DataFrame:

@@ -39,6 +39,10 @@ def test_the_tree_under_one_user_root():
     assert res.scores_csv == "hdfs://namenode:8020/user/spot/flow/scored_results/20180216/scores/flow_results.csv"
     assert res.feedback_csv.endswith("/scored_results/20180216/feedback/ml_feedback.csv")
     assert lay.lda_models == lay.models + "/lda" and lay.quarantine("csv").endswith("/flow/quarantine/csv")
+    # incidents (issue 24) sit beside Spot's results; streamed ones beside the stream's batches
+    assert (res.incidents, res.hosts) == (res.root + "/incidents", res.root + "/hosts")
+    assert res.incidents_summary == res.root + "/incidents_summary.json"
+    assert res.stream_incidents == res.stream + "/incidents" and lay.family_models == lay.models + "/family"
 
 
 def _init_script_dirs() -> set[str]:
