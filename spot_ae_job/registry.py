@@ -45,6 +45,11 @@ class TrainOptions:
     seed: int = 7
     extra_meta: dict = field(default_factory=dict)
 
+    def __post_init__(self):  # checked where the CLI builds it, before Spark starts
+        if self.epochs < 1 or self.patience < 0 or (self.batch_size is not None and self.batch_size < 1):
+            raise SpotAEError(f"training needs --epochs >= 1, --batch-size >= 1 and --patience >= 0; got "
+                              f"{self.epochs}, {self.batch_size}, {self.patience}")
+
 
 def choose(kind: str, flows: DataFrame, say: Callable[[str], None] = print) -> str:
     """`auto` -> ae-context when most training flows carry IPs and timestamps (host context can be
