@@ -302,7 +302,8 @@ def _epoch_task(params, batch_size: int, validation_split: float, train: bool):
 
     def run(blocks):
         parts = list(blocks)
-        if not parts:
+        if not parts:  # an empty partition: a zero update, averaged in as Elephas averages it
+            yield {"val_sum": 0.0, "val_rows": 0, "delta": None, "loss": None}
             return
         x = parts[0] if len(parts) == 1 else np.concatenate(parts)
         weights = params.value
