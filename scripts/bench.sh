@@ -6,6 +6,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 declare -A cmd=(
   [score]="benchmarks/bench_score.py --rows 8000000"
+  [train]="benchmarks/bench_train.py --rows 200000"
+  [day]="benchmarks/bench_day.py --flows 5500000"
   [ingest]="benchmarks/bench_ingest.py"
   [detection]="benchmarks/bench_detection.py --epochs 90"
   [ae-vs-lda]="benchmarks/bench_ae_vs_lda.py"
@@ -13,7 +15,7 @@ declare -A cmd=(
   [community-id]="benchmarks/bench_community_id.py"
   [oa]="benchmarks/oa_suspicious.py --all-flows 100000"
 )
-order=(score ingest detection ae-vs-lda stream community-id oa)
+order=(score train day ingest detection ae-vs-lda stream community-id oa)
 names=(${BENCH:-${order[@]}})
 for n in "${names[@]}"; do
   [[ -n ${cmd[$n]:-} ]] || { echo "bench: unknown benchmark '$n' (known: ${order[*]})" >&2; exit 2; }

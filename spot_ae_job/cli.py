@@ -42,8 +42,12 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 
 def _training(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--epochs", type=int, default=90, help="training epochs (paper: 90)")
-    p.add_argument("--batch-size", type=int, default=32, help="Keras batch size (Keras' default)")
+    p.add_argument("--epochs", type=int, default=90, help="training epochs (paper: 90); with --patience, the most it trains")
+    p.add_argument("--batch-size", type=int, default=None,
+                   help="Keras batch size (default: 32, Keras' own, growing to 512 on large training sets: docs/scoring.md)")
+    p.add_argument("--patience", type=int, default=registry.TrainOptions.patience,
+                   help="stop training when the validation loss has not improved for this many epochs "
+                        f"(default {registry.TrainOptions.patience}; 0 trains every epoch, as the paper)")
     p.add_argument("--dupfactor", type=int, default=None, help="copies of each low-risk feedback flow (Spot: 1000)")
     p.add_argument("--model", choices=registry.CHOICES, default=registry.AUTO,
                    help="auto (default): ae-context where the flows carry IPs and timestamps, else ae; "
@@ -195,7 +199,8 @@ def _layout(args) -> Layout:
 def run_options(args) -> mlops.RunOptions:
     """The parsed flags of a day command, checked, as the pipeline's options."""
     mode, value = threshold_choice(args)
-    train = registry.TrainOptions(epochs=getattr(args, "epochs", 90), batch_size=getattr(args, "batch_size", 32),
+    train = registry.TrainOptions(epochs=getattr(args, "epochs", 90), batch_size=getattr(args, "batch_size", None),
+                                  patience=getattr(args, "patience", registry.TrainOptions.patience),
                                   threshold_mode=mode or thresholds.P95, threshold_value=value)
     limit = getattr(args, "drift_limit", None)
     return mlops.RunOptions(

@@ -24,7 +24,7 @@ from spot_ae_job import thresholds
 from spot_ae_job.errors import SpotAEError
 from spot_ae_job.layout import Layout
 from spot_ae_job.lda import LDAModelBundle, fit_lda
-from spot_ae_job.model import AEModel, train_autoencoder
+from spot_ae_job.model import PATIENCE, AEModel, train_autoencoder
 
 AE, AE_CONTEXT, LDA_KIND, AUTO = "ae", "ae-context", "lda", "auto"
 KINDS = (AE, AE_CONTEXT, LDA_KIND)
@@ -37,12 +37,18 @@ CONTEXT_MIN_SHARE = 0.5
 class TrainOptions:
     """How to train any kind; fields a kind does not use are ignored by it."""
 
-    epochs: int = 90
-    batch_size: int = 32
+    epochs: int = 90                 # the paper's; with patience, the cap
+    batch_size: int | None = None    # None: by the size of the training set (model.auto_batch_size)
+    patience: int = PATIENCE         # stop when the validation loss stalls this many epochs; 0: every epoch
     threshold_mode: str = thresholds.P95
     threshold_value: float | None = None
     seed: int = 7
     extra_meta: dict = field(default_factory=dict)
+
+    def __post_init__(self):  # checked where the CLI builds it, before Spark starts
+        if self.epochs < 1 or self.patience < 0 or (self.batch_size is not None and self.batch_size < 1):
+            raise SpotAEError(f"training needs --epochs >= 1, --batch-size >= 1 and --patience >= 0; got "
+                              f"{self.epochs}, {self.batch_size}, {self.patience}")
 
 
 def choose(kind: str, flows: DataFrame, say: Callable[[str], None] = print) -> str:
@@ -72,6 +78,7 @@ def train(kind: str, train_flows: DataFrame, held_out: DataFrame, opts: TrainOpt
         raise SpotAEError(f"unknown model {kind!r}; choose one of {', '.join(KINDS)}")
     return train_autoencoder(train_flows, held_out=held_out, threshold_mode=opts.threshold_mode,
                              threshold_value=opts.threshold_value, epochs=opts.epochs, batch_size=opts.batch_size,
+                             patience=opts.patience,
                              seed=opts.seed, training_day=training_day, progress=say, variant=kind,
                              extra_meta=opts.extra_meta)
 

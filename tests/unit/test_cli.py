@@ -136,6 +136,9 @@ def test_saved_model_scores_a_day_without_retraining(day):
         (["ml-ops", "20180222", "flow", "--benign-fpr", "0.01", "--alerts-per-day", "5"], "not both"),
         (["ml-ops", "20180222", "flow", "--benign-fpr", "2"], "between 0 and 1"),
         (["ml-ops", "20180222", "flow", "--model", "lstm"], "invalid choice"),
+        (["ml-ops", "20180222", "flow", "--epochs", "0"], "training needs --epochs >= 1"),
+        (["ml-ops", "20180222", "flow", "--patience", "-1"], "--patience >= 0"),
+        (["demo", "--batch-size", "0"], "--batch-size >= 1"),
     ],
 )
 def test_bad_arguments_are_clear_errors_before_any_work(args, message, capsys):
@@ -155,6 +158,14 @@ def _exit_code(fn, argv) -> int:
 def test_the_demo_runs_the_model_it_was_asked_for(model):
     args = cli._parser().parse_args(["demo", "--model", model])
     assert cli.run_options(args).model == model
+
+
+def test_training_defaults_are_the_papers_90_epochs_as_a_cap_with_stopping_and_a_batch_by_data_size():
+    train = cli.run_options(cli._parser().parse_args(["demo"])).train
+    assert (train.epochs, train.batch_size, train.patience) == (90, None, 10)
+    train = cli.run_options(cli._parser().parse_args(["ml-ops", "20180222", "flow", "--patience", "0",
+                                                      "--batch-size", "64"])).train
+    assert (train.epochs, train.batch_size, train.patience) == (90, 64, 0)
 
 
 def test_ml_ops_as_spots_users_type_it(day, capsys):

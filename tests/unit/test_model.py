@@ -9,7 +9,8 @@ from pyspark.sql import functions as F
 
 from spot_ae_job.features import FEATURE_COLUMNS, add_features
 from spot_ae_job.ingest.cicids import read_cicids
-from spot_ae_job.model import AEModel, train_autoencoder
+from spot_ae_job.errors import SpotAEError
+from spot_ae_job.model import MAX_AUTO_BATCH, AEModel, Convergence, auto_batch_size, elephas_fit, forward, train_autoencoder
 from spot_ae_job.score import score_flows
 from spot_ae_job.explain import add_explanations
 from spot_ae_job.thresholds import split_holdout
@@ -37,9 +38,13 @@ def test_network_is_the_papers_18_12_18(model):
     w1, b1, w2, b2 = model.weights
     assert w1.shape == (18, 12) and b1.shape == (12,) and w2.shape == (12, 18) and b2.shape == (18,)
     assert [l.activation.__name__ for l in model.keras().layers] == ["tanh", "linear"]
-    assert len(model.meta["history"]) == EPOCHS
-    assert all(np.isfinite(h["val_loss"]) for h in model.meta["history"])
-    assert model.meta["history"][-1]["loss"] < model.meta["history"][0]["loss"]
+    history = model.meta["history"]
+    assert [h["epoch"] for h in history] == list(range(1, model.meta["epochs_run"] + 1)) and len(history) <= EPOCHS
+    assert all(np.isfinite(h["val_loss"]) for h in history)
+    assert history[-1]["loss"] < history[0]["loss"] and history[-1]["val_loss"] < history[0]["val_loss"]
+    # the kept weights are those of the best epoch, and its validation loss is the recorded minimum
+    assert model.meta["best_val_loss"] == min(h["val_loss"] for h in history)
+    assert model.meta["batch_size"] == 32  # a small training set keeps Keras' default batch
 
 
 def test_threshold_is_the_95th_percentile_of_held_out_benign_errors(model, loic):
@@ -90,3 +95,44 @@ def test_saved_model_scores_identically(model, loic, spark, tmp_path):
     a = score_flows(model, flows.limit(200)).select("score").collect()
     b = score_flows(back, flows.limit(200)).select("score").collect()
     assert a == b
+
+
+def test_convergence_stops_after_patience_epochs_without_improvement_and_keeps_the_best_weights():
+    stop = Convergence(patience=3, min_delta=0.01)
+    curve = [1.0, 0.5, 0.3, 0.299, 0.2985, 0.31, 0.2999]  # after epoch 3 nothing improves by 1%
+    stopped_at = next(e for e, v in enumerate(curve, 1) if stop.update(e, v, [np.full(2, e)]))
+    assert stopped_at == 6 and stop.best_epoch == 5 and stop.best == 0.2985
+    assert stop.best_weights[0].tolist() == [5, 5]
+
+
+def test_patience_zero_trains_every_epoch():
+    stop = Convergence(patience=0)
+    assert not any(stop.update(e, 1.0, [np.zeros(1)]) for e in range(1, 200))
+
+
+def test_the_batch_grows_with_the_training_set_only_where_each_worker_keeps_many_steps():
+    assert auto_batch_size(80) == auto_batch_size(20_000) == 32  # the demo, the excerpts: Keras' default
+    assert auto_batch_size(800_000) == MAX_AUTO_BATCH == 512     # a 5.5 M-flow day's 2 M sample, 2 workers
+    for rows in (10_000, 100_000, 300_000, 10**7):
+        b = auto_batch_size(rows)
+        assert b & (b - 1) == 0 and 32 <= b <= MAX_AUTO_BATCH
+
+
+def test_in_process_training_stops_on_a_plateau_and_returns_its_best_epoch():
+    # rows with no structure: once 12 hidden units have learned what they can, the loss stalls
+    x = np.random.default_rng(3).uniform(-1, 1, (1000, 18)).astype(np.float32)
+    w, history, facts = elephas_fit(x, epochs=90, batch_size=32, seed=7, validation_split=0.2, workers=2, patience=2)
+    vals = [h["val_loss"] for h in history]
+    assert facts["stopped_early"] and len(history) < 90 and facts["epochs_run"] == len(history)
+    assert facts["best_val_loss"] == min(vals) and vals[facts["best_epoch"] - 1] == min(vals)
+    # the returned weights are the best epoch's: recomputing its validation loss gives the same value
+    order = np.random.default_rng(7).permutation(len(x))
+    val = np.concatenate([p[int(len(p) * 0.8):] for p in (x[order[i::2]] for i in range(2))])
+    assert forward(w, val).mean() == pytest.approx(min(vals), rel=1e-5)
+
+
+@pytest.mark.parametrize("kw", [{"epochs": 0}, {"batch_size": 0}, {"patience": -1}])
+def test_bad_training_settings_are_one_clear_error(loic, kw):
+    _, train, _ = loic
+    with pytest.raises(SpotAEError, match="training needs epochs >= 1, batch size >= 1 and patience >= 0"):
+        train_autoencoder(train, progress=lambda m: None, **kw)
