@@ -31,6 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from pyspark.sql import functions as F  # noqa: E402
 
 from spot_ae_job.cli import default_data  # noqa: E402
+from spot_ae_job.context import CONTEXT_COLUMNS, add_context  # noqa: E402
 from spot_ae_job.features import FEATURE_INPUTS, feature_matrix  # noqa: E402
 from spot_ae_job.ingest.cicids import read_cicids  # noqa: E402
 from spot_ae_job.model import forward, train_autoencoder  # noqa: E402
@@ -70,7 +71,12 @@ def main() -> None:
     ap.add_argument("--slow-rows", type=int, default=100_000,
                     help="rows for Keras/Elephas predict (Elephas' fixed start-up cost makes a small slice look slower)")
     ap.add_argument("--master", default="local[2]")
+    ap.add_argument("--no-context", action="store_true", help="skip the ae-context model's rates")
+    ap.add_argument("--context-only", action="store_true",
+                    help="only the paper model's JVM scorer and the ae-context model, and their ratio (a shorter run)")
     a = ap.parse_args()
+    if a.context_only and a.no_context:
+        ap.error("--context-only and --no-context exclude each other")
     mem = PeakRSS()
     spark = session(a.master, app="bench-score")
     data = default_data() / "cicids2018"
@@ -88,7 +94,8 @@ def main() -> None:
     # The same rows without Parquet dictionaries: a real day has far more distinct values than
     # these repeated rows, and a column chunk whose dictionary overflows is stored plain.
     plain = f"file://{tmp}/flows-plain"
-    spark.read.parquet(pq).write.option("parquet.enable.dictionary", "false").parquet(plain)
+    if not a.context_only:
+        spark.read.parquet(pq).write.option("parquet.enable.dictionary", "false").parquet(plain)
     base.unpersist()
     flows = spark.read.parquet(pq)
     n = flows.count()
@@ -117,16 +124,52 @@ def main() -> None:
 
     day = lambda: spark.read.parquet(pq)  # noqa: E731
     spark_rates = {}
-    for scorer in ("jvm", "arrow"):
+    for scorer in ("jvm",) if a.context_only else ("jvm", "arrow"):
         spark_rates[scorer, "score"] = rate(lambda: score_flows(model, day(), scorer=scorer, columns=[]))
+        if a.context_only:
+            print(f"spark jvm   scorer (Parquet -> score, {a.master}): score only {spark_rates[scorer, 'score']:,.0f} flows/s (best of 5)")
+            break
         spark_rates[scorer, "all"] = rate(lambda: score_flows(model, day(), scorer=scorer))
         print(f"spark {scorer:5s} scorer (Parquet -> score, {a.master}): score only {spark_rates[scorer, 'score']:,.0f} flows/s, "
               f"all columns kept {spark_rates[scorer, 'all']:,.0f} flows/s (best of 5)")
-    spark_rates["plain", "score"] = rate(lambda: score_flows(model, spark.read.parquet(plain), scorer="jvm", columns=[]))
-    spark_rates["rows", "score"] = rate(lambda: score_flows(model, day().where("ipkt >= 0"), scorer="jvm", columns=[]))
-    print(f"spark jvm   scorer, the same rows stored without Parquet dictionaries: {spark_rates['plain', 'score']:,.0f} flows/s; "
-          f"from rows (a filter before it): {spark_rates['rows', 'score']:,.0f} flows/s (score only, best of 5)")
+    if not a.context_only:
+        spark_rates["plain", "score"] = rate(lambda: score_flows(model, spark.read.parquet(plain), scorer="jvm", columns=[]))
+        spark_rates["rows", "score"] = rate(lambda: score_flows(model, day().where("ipkt >= 0"), scorer="jvm", columns=[]))
+        print(f"spark jvm   scorer, the same rows stored without Parquet dictionaries: {spark_rates['plain', 'score']:,.0f} flows/s; "
+              f"from rows (a filter before it): {spark_rates['rows', 'score']:,.0f} flows/s (score only, best of 5)")
     spark_rate = spark_rates["jvm", "score"]
+
+    # The host-context model (the default where flows carry IPs), same rows, same run: its cost is
+    # the context step (sorts and window sums per host and minute over the whole day) plus the
+    # same scorer on 29 inputs instead of 18. Timed end to end from the flow Parquet, and from
+    # rows whose context was already written (the scorer's part alone).
+    ctx_rates = {}
+    if not a.no_context:
+        train_ctx = add_context(flows.limit(a.train_rows))
+        ctx_model = train_autoencoder(train_ctx, epochs=a.epochs, progress=lambda m: None, variant="ae-context")
+        ctx_pq = f"file://{tmp}/flows-context"
+        add_context(day()).write.parquet(ctx_pq)
+
+        def rate_few(make, runs=2) -> float:
+            """Best of `runs` after one warm-up: each run sorts the whole day, so fewer runs."""
+            make().write.format("noop").mode("overwrite").save()
+            best = 0.0
+            for _ in range(runs):
+                t = time.perf_counter()
+                make().write.format("noop").mode("overwrite").save()
+                best = max(best, n / (time.perf_counter() - t))
+            return best
+
+        ctx_rates["end to end"] = rate_few(lambda: score_flows(ctx_model, add_context(day()), columns=[]))
+        ctx_rates["context step"] = rate_few(lambda: add_context(day()).select(*CONTEXT_COLUMNS))
+        ctx_rates["scorer, context given"] = rate(lambda: score_flows(ctx_model, spark.read.parquet(ctx_pq), columns=[]))
+        for k, v in ctx_rates.items():
+            print(f"ae-context ({a.master}), {k:22s}: {v:,.0f} flows/s (score only)")
+    if a.context_only:
+        print(f"ratio ae-context / paper JVM scorer  : {ctx_rates['end to end'] / spark_rate:.3f} end to end (aim >= 0.3), "
+              f"{ctx_rates['scorer, context given'] / spark_rate:.2f} with the context already computed")
+        spark.stop()
+        return
 
     # What bounds them, same rows, same run: Spark reading the columns with no scoring at all,
     # and the JVM -> Python -> JVM Arrow round trip of the 9 inputs with Python doing nothing.
@@ -206,6 +249,9 @@ def main() -> None:
     print(f"ratio Arrow scorer / its no-work trip: {spark_rates['arrow', 'score'] / floor['arrow round trip, no work']:.2f}")
     print(f"spark scorer absolute                : {spark_rate / 1e6:.2f} M flows/s score only, "
           f"{spark_rates['jvm', 'all'] / 1e6:.2f} M all columns (target >= 3 M on 2 cores)")
+    if ctx_rates:
+        print(f"ratio ae-context / paper JVM scorer  : {ctx_rates['end to end'] / spark_rate:.3f} end to end (aim >= 0.3), "
+              f"{ctx_rates['scorer, context given'] / spark_rate:.2f} with the context already computed")
     print(f"peak RSS (driver + JVM + workers)    : {mem.stop() / 2**20:,.0f} MiB; cores: {os.cpu_count()}")
     spark.stop()
 

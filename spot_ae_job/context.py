@@ -12,6 +12,20 @@ acknowledged (nfdump's flag string):
   src_failed_1h                share of that source's flows that failed
   dst_flows_1h, dst_sips_1h    flows to the flow's destination IP, and distinct sources sending them
   svc_flows_1m, svc_flows_1h   flows of the same source -> destination:port/protocol (repetition)
+  src_repeat_1h                share of the source's flows in the hour that are this flow again: same
+                               destination service, same reply size (`obyt`), the flow itself not counted
+  dsvc_repeat_1h               share of the flows to the flow's destination service (dip, dport, proto)
+                               in the hour, from any source, with this flow's reply size, itself not counted
+
+Why repetition: a flood, a brute force or a slow-connection DoS asks one service the same thing
+over and over, and the service answers the same bytes each time (the same error page, the same
+login banner, nothing at all) while the requests vary (random URLs, headers, passwords); a DDoS
+does it from many sources at once, so the destination service's flows are nearly all one reply.
+Benign traffic to a service gets varied answers. Both are shares, so a uniform sample of a day
+keeps them (the counts above fall with the sampling rate; a share of repeats does not), and
+`(same - 1) / all` pulls a host with few flows in the window (a quiet host, or any host of a
+thin sample) towards 0 instead of calling its one flow a 100% repeat. Why the reply size and not
+packets: packet counts vary with TCP segmentation and retransmission for the same answer.
 
 Counts enter the network as log1p; every input has a FIXED scale (`FIXED_BOUNDS`: log counts
 over [0, log1p(1000)], shares over [0, 1]) instead of the min-max of the training rows. Why:
@@ -52,10 +66,12 @@ from spot_ae_job.features import FEATURE_PREFIX
 
 WINDOWS = {"1m": 1, "1h": 60}  # minutes: the flow's own clock minute, and it plus the 59 before
 SRC, DST, SVC = ("sip",), ("dip",), ("sip", "dip", "dport", "proto")
+DSVC = ("dip", "dport", "proto")  # the destination service, whoever talks to it
+REPLY = "obyt"  # what makes two flows to one service "the same": the bytes the service answered
 COUNTS = ["src_flows_1m", "src_flows_1h", "src_dports_1h", "src_dips_1h",
           "dst_flows_1h", "dst_sips_1h", "svc_flows_1m", "svc_flows_1h"]
-SHARES = ["src_failed_1h"]
-CONTEXT_FEATURES: list[str] = COUNTS[:4] + SHARES + COUNTS[4:]
+SHARES = ["src_failed_1h", "src_repeat_1h", "dsvc_repeat_1h"]
+CONTEXT_FEATURES: list[str] = COUNTS[:4] + SHARES[:1] + COUNTS[4:] + SHARES[1:]
 CONTEXT_COLUMNS = [FEATURE_PREFIX + f for f in CONTEXT_FEATURES]
 COUNT_CAP = 1_000  # log1p of this maps to +1 (see the module docstring)
 FIXED_BOUNDS: dict[str, tuple[float, float]] = {
@@ -69,6 +85,8 @@ DISPLAY_NAMES = {  # no commas: they land in flow_results.csv cells
     "src_failed_1h": "failed share of the source's flows in the hour",
     "dst_flows_1h": "flows to destination in the hour", "dst_sips_1h": "sources of the destination in the hour",
     "svc_flows_1m": "same source-service flows in the minute", "svc_flows_1h": "same source-service flows in the hour",
+    "src_repeat_1h": "share of the source's hour repeating this flow to its service",
+    "dsvc_repeat_1h": "share of the service's hour with this flow's reply size",
 }
 _MIN = "_ctx_min"
 _HAS = "_ctx_has"
@@ -84,6 +102,7 @@ def _keyed(df: DataFrame) -> DataFrame:
     """Null-free join keys (a missing port or protocol is its own value) and the clock minute."""
     return df.withColumns({
         "dport": F.coalesce(F.col("dport"), F.lit(-1)), "proto": F.coalesce(F.col("proto"), F.lit("")),
+        REPLY: F.coalesce(F.col(REPLY), F.lit(-1)),
         _MIN: F.floor(F.col("unix_tstamp") / 60).cast("long"),
     })
 
@@ -121,20 +140,32 @@ def raw_context(flows: DataFrame, universe: DataFrame | None = None, by: tuple[s
     (the stream passes the day, so one pass serves a batch of several days as a run per day
     would). Rows without a source IP or timestamp get the values of a flow alone."""
     has = F.col("sip").isNotNull() & F.col("unix_tstamp").isNotNull()
-    src_k, dst_k, svc_k = ((*by, *k) for k in (SRC, DST, SVC))
+    src_k, dst_k, svc_k, dsvc_k = ((*by, *k) for k in (SRC, DST, SVC, DSVC))
     u = _keyed((universe if universe is not None else flows).where(has))
     src = (_counts(u, src_k, "src", with_failed=True)
            .join(_distinct(u, src_k, "dport", "src_dports_1h"), [*src_k, _MIN])
            .join(_distinct(u, src_k, "dip", "src_dips_1h"), [*src_k, _MIN]))
     dst = _counts(u, dst_k, "dst").drop("dst_flows_1m").join(_distinct(u, dst_k, "sip", "dst_sips_1h"), [*dst_k, _MIN])
     svc = _counts(u, svc_k, "svc")
-    keyed = _keyed(flows.withColumn(_HAS, has).withColumns({"_dport0": F.col("dport"), "_proto0": F.col("proto")}))
-    out = (keyed.join(src, [*src_k, _MIN], "left").join(dst, [*dst_k, _MIN], "left").join(svc, [*svc_k, _MIN], "left"))
+    dsvc = _counts(u, dsvc_k, "_dsvc").drop("_dsvc_flows_1m")
+    # repetition: the flows of the window that are this flow again (same service, same reply size)
+    svc_same = _counts(u, (*svc_k, REPLY), "_svcrep").drop("_svcrep_flows_1m")
+    dsvc_same = _counts(u, (*dsvc_k, REPLY), "_dsvcrep").drop("_dsvcrep_flows_1m")
+    orig = {"_dport0": F.col("dport"), "_proto0": F.col("proto"), "_reply0": F.col(REPLY)}
+    keyed = _keyed(flows.withColumn(_HAS, has).withColumns(orig))
+    out = (keyed.join(src, [*src_k, _MIN], "left").join(dst, [*dst_k, _MIN], "left").join(svc, [*svc_k, _MIN], "left")
+           .join(dsvc, [*dsvc_k, _MIN], "left").join(svc_same, [*svc_k, REPLY, _MIN], "left")
+           .join(dsvc_same, [*dsvc_k, REPLY, _MIN], "left"))
     alone = {c: F.lit(1).cast("long") for c in COUNTS}
     vals = {c: F.when(F.col(_HAS), F.col(c).cast("long")).otherwise(alone[c]) for c in COUNTS}
     vals["src_failed_1h"] = F.when(F.col(_HAS), F.col("_src_failed_n") / F.col("src_flows_1h")).otherwise(failed())
-    return out.select(*[F.col(c) for c in flows.columns if c not in ("dport", "proto")],
-                      F.col("_dport0").alias("dport"), F.col("_proto0").alias("proto"),
+    # (same - 1) / all: the flow itself does not count as a repeat; a host with few flows in the
+    # window (a quiet host, or any host of a thin sample) is pulled towards 0
+    vals["src_repeat_1h"] = F.when(F.col(_HAS), (F.col("_svcrep_flows_1h") - 1) / F.col("src_flows_1h")).otherwise(0.0)
+    vals["dsvc_repeat_1h"] = F.when(F.col(_HAS), (F.col("_dsvcrep_flows_1h") - 1) / F.col("_dsvc_flows_1h")).otherwise(0.0)
+    restored = {"dport": "_dport0", "proto": "_proto0", REPLY: "_reply0"}
+    return out.select(*[F.col(c) for c in flows.columns if c not in restored],
+                      *[F.col(v).alias(k) for k, v in restored.items()],
                       *[vals[c].alias(c) for c in CONTEXT_FEATURES]).select(*flows.columns, *CONTEXT_FEATURES)
 
 
@@ -147,5 +178,5 @@ def add_context(flows: DataFrame, universe: DataFrame | None = None, by: tuple[s
     return raw.select(*flows.columns, *[logged[c].cast("float").alias(FEATURE_PREFIX + c) for c in CONTEXT_FEATURES])
 
 
-__all__ = ["CONTEXT_FEATURES", "CONTEXT_COLUMNS", "FIXED_BOUNDS", "WINDOWS", "DISPLAY_NAMES", "add_context",
+__all__ = ["CONTEXT_FEATURES", "CONTEXT_COLUMNS", "COUNTS", "SHARES", "FIXED_BOUNDS", "WINDOWS", "DISPLAY_NAMES", "add_context",
            "raw_context", "failed"]

@@ -17,7 +17,7 @@ import pandas as pd
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from spot_ae_job.context import CONTEXT_FEATURES
+from spot_ae_job.context import COUNTS as CONTEXT_COUNTS
 from spot_ae_job.context import DISPLAY_NAMES as CONTEXT_NAMES
 from spot_ae_job.features import FEATURE_COLUMNS, FEATURE_PREFIX, FEATURES, add_features
 from spot_ae_job.schema import EXPLANATION_COLUMNS, EXPLANATION_SCHEMA
@@ -34,7 +34,7 @@ DISPLAY_NAMES.update(CONTEXT_NAMES)
 
 def _is_log(features: list[str]) -> np.ndarray:
     """Inputs that are log1p of a count (the flow metrics named *_log, the context counts)."""
-    return np.array([f.endswith("_log") or (f in CONTEXT_FEATURES and "failed" not in f) for f in features])
+    return np.array([f.endswith("_log") or f in CONTEXT_COUNTS for f in features])
 
 
 def to_flow_units(values: np.ndarray, features: list[str] = FEATURES) -> np.ndarray:

@@ -17,8 +17,9 @@ from spot_ae_job.schema import FLOW_SCHEMA
 T0 = 1_518_739_200  # 2018-02-16 00:00:00 UTC, a minute boundary
 
 
-def _flow(i, sip, dip, dport, second, flag=".A..P..."):
-    return dict(id=i, sip=sip, dip=dip, dport=dport, flag=flag, t=None if second is None else T0 + second)
+def _flow(i, sip, dip, dport, second, flag=".A..P...", obyt=200, tdur=0.5, ibyt=300):
+    return dict(id=i, sip=sip, dip=dip, dport=dport, flag=flag, t=None if second is None else T0 + second, obyt=obyt,
+                tdur=tdur, ibyt=ibyt)
 
 
 FLOWS = (
@@ -36,15 +37,17 @@ FLOWS = (
 )
 
 
-def _expect(flows=1, dports=1, dips=1, failed=0.0, dflows=1, dsips=1, svc1m=1, svc1h=1, flows1m=None):
+def _expect(flows=1, dports=1, dips=1, failed=0.0, dflows=1, dsips=1, svc1m=1, svc1h=1, flows1m=None, repeat=0.0,
+            dsvc_repeat=0.0):
     return {"src_flows_1m": flows if flows1m is None else flows1m, "src_flows_1h": flows, "src_dports_1h": dports,
             "src_dips_1h": dips, "src_failed_1h": failed, "dst_flows_1h": dflows, "dst_sips_1h": dsips,
-            "svc_flows_1m": svc1m, "svc_flows_1h": svc1h}
+            "svc_flows_1m": svc1m, "svc_flows_1h": svc1h, "src_repeat_1h": repeat, "dsvc_repeat_1h": dsvc_repeat}
 
 
 # counted by hand from FLOWS (whole clock minutes: the flow's own, and it plus the 59 before)
 EXPECTED = {
-    **{i: _expect(flows=30, dflows=31, dsips=2, svc1m=30, svc1h=30) for i in range(1, 31)},
+    # every flow of the burst gets the same 200-byte answer: 29 of the 30 are this flow again
+    **{i: _expect(flows=30, dflows=31, dsips=2, svc1m=30, svc1h=30, repeat=29 / 30, dsvc_repeat=29 / 30) for i in range(1, 31)},
     **{100 + p: _expect(flows=20, dports=20, failed=1.0, dflows=20, svc1m=1, svc1h=1) for p in range(1, 21)},
     200: _expect(dflows=31, dsips=2),
     300: _expect(), 301: _expect(dips=2, flows=2, flows1m=1),   # X (0) and Y (30) in [0, 30]
@@ -60,7 +63,7 @@ def _frame(spark, flows):
     for f in flows:
         r = dict.fromkeys(names)
         r.update(sip=f["sip"], dip=f["dip"], dport=f["dport"], flag=f["flag"], proto="TCP", sport=40000 + f["id"],
-                 tdur=0.5, ipkt=3, ibyt=300, opkt=2, obyt=200, unix_tstamp=f["t"])
+                 tdur=f["tdur"], ipkt=3, ibyt=f["ibyt"], opkt=2, obyt=f["obyt"], unix_tstamp=f["t"])
         data.append(tuple(r[n] for n in names))
     return spark.createDataFrame(data, FLOW_SCHEMA).withColumn("id", F.col("sport") - 40000)
 
@@ -81,6 +84,40 @@ def test_a_burst_and_a_scan_stand_out_from_a_quiet_host(flows):
     got = {r["id"]: r.asDict() for r in raw_context(flows).collect()}
     assert got[30]["svc_flows_1m"] == 30 and got[200]["svc_flows_1m"] == 1
     assert got[120]["src_dports_1h"] == 20 and got[120]["src_failed_1h"] == 1.0 and got[200]["src_dports_1h"] == 1
+
+
+# A DDoS: 10 sources each send 5 requests of varying size to W:80 in minute 0 and get the same 935-byte
+# answer; a benign client of W:80 in the same minute gets a different page. A slow connection flood: one
+# source holds 6 connections of 100 s to V:80, sending a few bytes, never answered (0 bytes). A quiet
+# host: two flows to two different services, with different answers.
+DDOS = [_flow(1000 + 10 * s + k, f"18.0.0.{s}", "10.0.0.9", 80, 5 * s + k, ibyt=280 + 7 * k, obyt=935)
+        for s in range(10) for k in range(5)] + [_flow(1200, "10.0.0.7", "10.0.0.9", 80, 40, obyt=5120)]
+SLOW = [_flow(1300 + k, "18.0.1.1", "10.0.0.5", 80, 10 * k, ".AP.R...", obyt=0, tdur=100.0, ibyt=16) for k in range(6)]
+QUIET = [_flow(1400, "10.0.0.8", "10.0.2.1", 443, 0, obyt=4000), _flow(1401, "10.0.0.8", "10.0.2.2", 53, 20, obyt=90)]
+
+
+def test_repetition_marks_a_ddos_fan_in_and_a_slow_flood_but_not_a_quiet_host(spark):
+    got = {r["id"]: r.asDict() for r in raw_context(_frame(spark, DDOS + SLOW + QUIET)).collect()}
+    for s in range(10):  # W:80 saw 51 flows in the hour; 49 others answered 935 bytes like this one
+        for k in range(5):
+            g = got[1000 + 10 * s + k]
+            assert g["dsvc_repeat_1h"] == pytest.approx(49 / 51) and g["src_repeat_1h"] == pytest.approx(4 / 5)
+            assert g["dst_sips_1h"] == 11 and g["svc_flows_1h"] == 5
+    assert got[1200]["dsvc_repeat_1h"] == 0.0 and got[1200]["src_repeat_1h"] == 0.0  # its page differs
+    assert all(got[1300 + k]["src_repeat_1h"] == pytest.approx(5 / 6) for k in range(6))
+    assert all(got[1300 + k]["dsvc_repeat_1h"] == pytest.approx(5 / 6) for k in range(6))
+    assert got[1400]["src_repeat_1h"] == 0.0 and got[1401]["dsvc_repeat_1h"] == 0.0 and got[1401]["src_flows_1h"] == 2
+
+
+def test_repetition_is_a_share_so_a_thinned_sample_keeps_it(spark):
+    """One flow in three of the DDoS (a uniform sample) still repeats as often: the counts fall
+    threefold, the shares stay near the full day's."""
+    full = {r["id"]: r.asDict() for r in raw_context(_frame(spark, DDOS)).collect()}
+    kept = [f for i, f in enumerate(DDOS) if i % 3 == 0]
+    thin = {r["id"]: r.asDict() for r in raw_context(_frame(spark, kept)).collect()}
+    i = kept[0]["id"]
+    assert thin[i]["svc_flows_1h"] < full[i]["svc_flows_1h"]
+    assert full[i]["dsvc_repeat_1h"] == pytest.approx(49 / 51) and thin[i]["dsvc_repeat_1h"] == pytest.approx(16 / 17)
 
 
 def test_model_inputs_are_log_counts_and_every_row_is_kept_unchanged(flows):

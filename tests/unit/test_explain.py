@@ -65,3 +65,12 @@ def test_rows_not_explained_get_typed_nulls(spark):
     assert out.columns[-len(EXPLANATION_COLUMNS):] == EXPLANATION_COLUMNS
     assert all(out.first()[c] is None for c in EXPLANATION_COLUMNS)
     assert dict(out.dtypes)["expl1_error"] == "double" and dict(out.dtypes)["expl1_feature"] == "string"
+
+
+def test_context_counts_are_shown_as_counts_and_context_shares_as_shares():
+    from spot_ae_job.context import COUNTS, SHARES
+    from spot_ae_job.explain import to_flow_units
+
+    names = COUNTS + SHARES
+    got = to_flow_units(np.array([math.log1p(30)] * len(COUNTS) + [0.8] * len(SHARES)), names)
+    assert list(got) == pytest.approx([30.0] * len(COUNTS) + [0.8] * len(SHARES))
