@@ -130,7 +130,7 @@ def run(args) -> dict:
         raise SpotAEError("cross-check needs at least one attack and one benign capture: assign roles with "
                           "--roles FILE, --attack GLOB or --benign GLOB")
     data = args.data or [str(default_data() / "aegmm__toy_dataset.csv")]
-    spark = session(args.master, app="spot-ae-cross-check", extra={"spark.sql.shuffle.partitions": "4"})
+    spark = session(args.master, app="spot-ae-cross-check")
 
     # host context is counted over every row of the CSVs (attacks too), as on the day they were captured
     rows = read_cicids(spark, data).flows

@@ -133,7 +133,7 @@ def parser() -> argparse.ArgumentParser:
                    help="skip grouping the flagged test flows into incidents and measuring their label purity")
     p.add_argument("--seed", type=int, default=7)
     p.add_argument("--shuffle-partitions", type=int, default=None,
-                   help="spark.sql.shuffle.partitions (default: 4 x cores on a local master, Spark's own on a cluster)")
+                   help="spark.sql.shuffle.partitions (default: 2 x cores on a local master, Spark's own on a cluster)")
     return p
 
 
@@ -227,13 +227,7 @@ def run(args) -> dict:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
-    extra = {}
-    if args.shuffle_partitions:
-        extra["spark.sql.shuffle.partitions"] = str(args.shuffle_partitions)
-    elif args.master.startswith("local"):
-        # Spark's default of 200 shuffle partitions is sized for clusters; locally, with a few
-        # cores, 200 tiny tasks per shuffle dominate an excerpt's run time.
-        extra["spark.sql.shuffle.partitions"] = str(4 * (os.cpu_count() or 2))
+    extra = {"spark.sql.shuffle.partitions": str(args.shuffle_partitions)} if args.shuffle_partitions else {}
     spark = session(args.master, app="spot-ae-evaluate", extra=extra)
 
     res = read_cicids(spark, data)

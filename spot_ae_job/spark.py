@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -23,6 +24,16 @@ DEFAULTS = {
 }
 
 
+def local_cores(master: str | None) -> int | None:
+    """The cores of a `local`, `local[N]` or `local[*]` master; None for a cluster master."""
+    m = re.fullmatch(r"local(?:\[(\d+|\*)(?:,\s*\d+)?\])?", master or "")
+    if not m:
+        return None
+    if m.group(1) == "*":
+        return os.cpu_count() or 1
+    return int(m.group(1) or 1)
+
+
 def session(master: str | None = None, app: str = "spot-ae", extra: dict | None = None) -> SparkSession:
     """Get or create the session. On YARN the master comes from spark-submit, so None keeps it."""
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
@@ -34,7 +45,13 @@ def session(master: str | None = None, app: str = "spot-ae", extra: dict | None 
         b = b.master(master)
         if master.startswith("local"):
             b = b.config("spark.driver.memory", os.environ.get("SPOT_AE_DRIVER_MEMORY", "4g"))
-    conf = {**DEFAULTS, **(extra or {})}
+    conf = dict(DEFAULTS)
+    if (cores := local_cores(master)) is not None:
+        # Spark's 200 shuffle partitions are sized for clusters; on a few local cores, 200 tiny
+        # tasks per shuffle are most of a small day's run time (and of every stream batch, where
+        # adaptive execution cannot coalesce them).
+        conf["spark.sql.shuffle.partitions"] = str(2 * cores)
+    conf.update(extra or {})
     if SCORER_JAR.is_file():
         conf["spark.jars"] = ",".join(filter(None, [conf.get("spark.jars"), str(SCORER_JAR)]))
     for k, v in conf.items():

@@ -199,6 +199,10 @@ def start(spark: SparkSession, opts: StreamOptions, say: Callable[[str], None] =
     follower = ModelFollower(spark, opts.huser, say)
     model = follower.wait(opts.model_poll_seconds)
     checkpoint = opts.checkpoint or default_checkpoint(opts.huser)
+    if not spark.sparkContext.getConf().contains("spark.sql.shuffle.partitions"):
+        # Adaptive execution, which coalesces a batch job's shuffles, is off in streaming: a
+        # micro-batch would run Spark's 200 shuffle tasks per window for a few thousand flows.
+        spark.conf.set("spark.sql.shuffle.partitions", str(max(2, spark.sparkContext.defaultParallelism)))
     writer = (flow_stream(spark, opts.huser, opts.max_files_per_trigger).writeStream
               .queryName(APP_NAME)
               .foreachBatch(BatchScorer(opts.huser, follower, say))

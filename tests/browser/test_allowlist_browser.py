@@ -26,7 +26,19 @@ def total_shown(page) -> int:
     return int(re.search(r"· ([\d,]+) flows", page.inner_text("#page-info")).group(1).replace(",", ""))
 
 
-def test_allow_listing_a_destination_hides_its_flows_and_removing_it_brings_them_back(logged_in, oa_huser):
+@pytest.fixture
+def no_rule_left(oa_huser):
+    """Whatever happens in the test, no rule stays in force to hide flows from the other browser tests."""
+    yield
+    from spot_ae_job.allowlist import Store
+    from spot_ae_job.storage import LocalStorage
+
+    store = Store(LocalStorage(f"file://{oa_huser}"))
+    for rule in store.in_force():
+        store.remove(rule.id, "browser-test", "test cleanup")
+
+
+def test_allow_listing_a_destination_hides_its_flows_and_removing_it_brings_them_back(logged_in, oa_huser, no_rule_left):
     page = logged_in
     with open(oa_huser / "flow/scored_results" / DAY / "scores/flow_results.csv", newline="") as f:
         flagged = list(csv.DictReader(f))
@@ -58,7 +70,8 @@ def test_allow_listing_a_destination_hides_its_flows_and_removing_it_brings_them
     row = page.locator("#allowlist tbody tr[data-id]")
     assert page.locator("#al-error").is_hidden()
     assert row.locator("td").nth(1).inner_text() == USER
-    assert row.locator("td").nth(2).inner_text() == f"any -> {target}/32"
+    assert re.fullmatch(rf"any -> {re.escape(target)}/32 until 20\d\d-\d\d-\d\dT\d\d:\d\d:\d\dZ",
+                        row.locator("td").nth(2).inner_text())
     assert row.locator("td.in-force").inner_text() == "yes"
     assert int(row.locator("td.held").inner_text().replace(",", "")) == alerts[target]
     assert alert_dsts(oa_huser, "alerts_allowlisted") == Counter({target: alerts[target]})
