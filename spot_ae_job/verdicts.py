@@ -85,7 +85,7 @@ def incident_verdicts(flows: list[dict], *, incident_id: str, sev: int, who: str
                       now: dt.datetime | None = None) -> list[dict]:
     """A verdict on an incident: one record per connection of its member `flows` (most suspicious
     first: the first flow of each connection is the one training repeats), all with the same time
-    and the incident id. Written together as ONE file (`file_name(records[0])`, `to_lines`), so
+    and the incident id. Written together as ONE file (named by the smallest id, `to_lines`), so
     the verdict is all there or not at all; in force per connection like any other verdict."""
     now = now or dt.datetime.now(dt.timezone.utc)
     out, seen = [], set()

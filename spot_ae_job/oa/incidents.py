@@ -158,7 +158,8 @@ class Incidents:
             iid = v.get(verdict_store.INCIDENT)
             if iid is None or v["day"] != day:
                 continue
-            if iid not in out or (v["when"], v["id"]) > (out[iid]["when"], out[iid]["id"]):
+            o = out.get(iid)  # one verdict's records share their time; the smallest id names it (and its file)
+            if o is None or v["when"] > o["when"] or (v["when"] == o["when"] and v["id"] < o["id"]):
                 out[iid] = v
         return {k: {"sev": v["sev"], "severity": verdict_store.SEVERITIES[v["sev"]], "who": v["who"], "when": v["when"],
                     "expires": v["expires"], "id": v["id"]} for k, v in out.items()}
@@ -253,10 +254,10 @@ class Incidents:
                                                       model_version=row["model_version"], expires=expires)
         except SpotAEError as e:
             raise Unprocessable(f"incident {incident_id} cannot take a verdict: {e}") from None
-        rel = verdict_store.file_name(records[0])
-        self.storage.write_atomic(rel, verdict_store.to_lines(records))  # one new file: all of it or nothing
+        head = min(records, key=lambda v: v["id"])
+        self.storage.write_atomic(verdict_store.file_name(head), verdict_store.to_lines(records))  # one new file: all or nothing
         return {"day": day, "incident_id": incident_id, "sev": sev, "severity": verdict_store.SEVERITIES[sev],
-                "verdict_id": records[0]["id"], "connections": len(records), "flows": len(m), "expires": records[0]["expires"]}
+                "verdict_id": head["id"], "connections": len(records), "flows": len(m), "expires": records[0]["expires"]}
 
     def host(self, day: str, ip: str) -> dict:
         """The host on the day (its row of the day's host ranking, or null) and across days."""
