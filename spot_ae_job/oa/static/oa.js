@@ -684,7 +684,7 @@ const OA = (() => {
           el("td", { class: "num" }, el("a", { href, class: "incident-link" }, levelBadge(r))),
           el("td", { class: "mono" }, r.main_host ? el("a", { href: hostHref(day, r.main_host), class: "host-link", text: r.main_host }) : "no address"),
           el("td", { text: r.main_role || "" }), el("td", { text: family(r) }),
-          el("td", { text: utc(r.first_seen) }), el("td", { text: utc(r.last_seen) }),
+          el("td", { text: utc(r.first_seen).slice(11), title: utc(r.first_seen) }), el("td", { text: utc(r.last_seen).slice(11), title: utc(r.last_seen) }),
           el("td", { class: "num", text: fmt.int(r.flows) }), el("td", { class: "num", text: fmt.int(r.n_hosts) }),
           el("td", { class: "num", text: fmt.int(r.n_ports) }), el("td", { class: "num", text: fmt.int(r.bytes) }),
           el("td", { class: "num score", text: fmt.score(r.max_score) }),
