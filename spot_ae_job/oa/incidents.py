@@ -59,6 +59,15 @@ class DayIncidents:
     members: pa.Table  # member flows, in rank order
     mframe: pd.DataFrame
     summary: dict
+    _by_rank: dict | None = None
+
+    def by_rank(self) -> dict[int, str]:
+        """rank in the day's list -> incident id (made once per cached day)."""
+        if self._by_rank is None:
+            r = self.mframe[RANK].to_numpy(dtype="float64", na_value=np.nan)
+            ok = ~np.isnan(r)
+            self._by_rank = dict(zip(r[ok].astype(np.int64).tolist(), self.mframe[INCIDENT_ID].to_numpy()[ok].tolist()))
+        return self._by_rank
 
     def position(self, incident_id: str) -> int:
         hit = np.flatnonzero(self.frame[INCIDENT_ID].to_numpy() == incident_id)
@@ -205,16 +214,14 @@ class Incidents:
         """Suspicious flows of the day's list in no incident (allow-listed, or a low-risk verdict
         covered them when the incidents were made): the flow list shows them."""
         n = len(self.results.table(day))
-        ranks = inc.mframe[RANK].to_numpy(dtype="float64", na_value=np.nan)
-        return n - int(np.count_nonzero((ranks >= 1) & (ranks <= n)))
+        return n - sum(1 for r in inc.by_rank() if 1 <= r <= n)
 
     def of_ranks(self, day: str, ranks) -> list[str | None]:
         """The incident of each flow of the day's list (by rank), or None."""
         inc = self.day(day)
         if inc is None:
             return [None] * len(ranks)
-        r = inc.mframe[RANK].to_numpy(dtype="float64", na_value=np.nan)
-        by_rank = dict(zip(r[~np.isnan(r)].astype(np.int64).tolist(), inc.mframe[INCIDENT_ID].to_numpy()[~np.isnan(r)]))
+        by_rank = inc.by_rank()
         return [None if x is None else by_rank.get(int(x)) for x in ranks]
 
     def detail(self, day: str, incident_id: str) -> dict:

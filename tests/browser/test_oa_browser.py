@@ -55,10 +55,10 @@ def test_day_picker_lists_the_scored_day_with_its_counts(logged_in, oa_huser):
     shot(page, "02-days")
 
 
-def shown(page, **params) -> None:
-    """Wait until the table shows the answer to a query with these parameters."""
+def shown(pg, **params) -> None:
+    """Wait until the table shows the answer to a query with these parameters (`page=2` is one)."""
     sel = "#suspicious" + "".join(f"[data-state*='{k}={v}']" for k, v in params.items())
-    page.wait_for_selector(sel)
+    pg.wait_for_selector(sel)
 
 
 def test_open_a_day_sort_filter_and_page(logged_in, oa_huser):
