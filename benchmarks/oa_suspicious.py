@@ -33,15 +33,17 @@ from spot_ae_job.schema import FLOW_COLUMNS, RESULT_COLUMNS  # noqa: E402
 DAY = "20180216"
 
 
-def build(root: Path, n: int, n_all: int) -> None:
-    """flow_results.csv with the n most suspicious of n_all flows; all_scores/ Parquet with all of them."""
+def build(root: Path, n: int, n_all: int, n_hosts: int | None = None) -> None:
+    """flow_results.csv with the n most suspicious of n_all flows; all_scores/ Parquet with all of
+    them. IPs from 1,524 hosts, or from `n_hosts` hosts of 10.0.0.0/8 (fewer shared hosts: more incidents)."""
     rng = np.random.default_rng(7)
     out = root / "flow" / "scored_results" / DAY / "scores"
     out.mkdir(parents=True)
     n, n_sus = n_all, n
     secs = np.sort(rng.integers(0, 86400, n))
     ts = pd.to_datetime("2018-02-16") + pd.to_timedelta(secs, unit="s")
-    hosts = np.array([f"172.31.{a}.{b}" for a in range(64, 70) for b in range(1, 255)])
+    hosts = np.array([f"172.31.{a}.{b}" for a in range(64, 70) for b in range(1, 255)] if n_hosts is None else
+                     [f"10.{i >> 16 & 255}.{i >> 8 & 255}.{i & 255}" for i in rng.choice(1 << 24, n_hosts, replace=False)])
     df = pd.DataFrame({
         "treceived": ts.strftime("%Y-%m-%d %H:%M:%S"), "tryear": ts.year, "trmonth": ts.month, "trday": ts.day,
         "trhour": ts.hour, "trminute": ts.minute, "trsec": ts.second, "tdur": rng.exponential(3, n).round(6),

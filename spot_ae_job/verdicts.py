@@ -37,6 +37,8 @@ FIELDS = [
     "id", "sip", "dip", "dport", "proto", "sev", "who", "when", "expires",
     "day", "model_version", "tstart", "sport", "ipkt", "ibyt",
 ]
+# Optional: set on the records of a verdict given on a whole incident (one file holds them all).
+INCIDENT = "incident_id"
 
 
 def _iso(t: dt.datetime) -> str:
@@ -52,7 +54,7 @@ def new_verdict(
     *, sip: str, dip: str, dport: int, proto: str, sev: int, who: str, day: str,
     model_version: str | None = None, tstart: str | None = None, sport: int | None = None,
     ipkt: int | None = None, ibyt: int | None = None, expires: dt.datetime | None = None,
-    now: dt.datetime | None = None,
+    now: dt.datetime | None = None, incident_id: str | None = None,
 ) -> dict:
     """A checked verdict record; its id is a hash of its content, so it names this one verdict."""
     if sev not in SEVERITIES:
@@ -72,8 +74,32 @@ def new_verdict(
         "who": str(who), "when": _iso(now), "expires": _iso(expires) if expires else None, "day": day,
         "model_version": model_version, "tstart": tstart, "sport": sport, "ipkt": ipkt, "ibyt": ibyt,
     }
+    if incident_id is not None:
+        rec[INCIDENT] = str(incident_id)
     rec["id"] = "v" + hashlib.sha256(json.dumps(rec, sort_keys=True).encode()).hexdigest()[:20]
-    return {k: rec[k] for k in FIELDS}
+    return {k: rec[k] for k in [*FIELDS, INCIDENT] if k in rec}
+
+
+def incident_verdicts(flows: list[dict], *, incident_id: str, sev: int, who: str, day: str,
+                      model_version: str | None = None, expires: dt.datetime | None = None,
+                      now: dt.datetime | None = None) -> list[dict]:
+    """A verdict on an incident: one record per connection of its member `flows` (most suspicious
+    first: the first flow of each connection is the one training repeats), all with the same time
+    and the incident id. Written together as ONE file (named by the smallest id, `to_lines`), so
+    the verdict is all there or not at all; in force per connection like any other verdict."""
+    now = now or dt.datetime.now(dt.timezone.utc)
+    out, seen = [], set()
+    for f in flows:
+        key = (f["sip"], f["dip"], f["dport"], f["proto"])
+        if key in seen:
+            continue
+        seen.add(key)
+        out.append(new_verdict(sip=f["sip"], dip=f["dip"], dport=f["dport"], proto=f["proto"], sev=sev, who=who, day=day,
+                               model_version=model_version, tstart=f.get("tstart"), sport=f.get("sport"), ipkt=f.get("ipkt"),
+                               ibyt=f.get("ibyt"), expires=expires, now=now, incident_id=incident_id))
+    if not out:
+        raise SpotAEError(f"incident {incident_id} has no member flows")
+    return out
 
 
 def file_name(v: dict) -> str:
@@ -82,7 +108,14 @@ def file_name(v: dict) -> str:
 
 
 def to_line(v: dict) -> bytes:
-    return (json.dumps({k: v.get(k) for k in FIELDS}) + "\n").encode("utf-8")
+    rec = {k: v.get(k) for k in FIELDS}
+    if v.get(INCIDENT) is not None:
+        rec[INCIDENT] = v[INCIDENT]
+    return (json.dumps(rec) + "\n").encode("utf-8")
+
+
+def to_lines(records: list[dict]) -> bytes:
+    return b"".join(to_line(v) for v in records)
 
 
 def in_force(verdicts: list[dict], at: dt.datetime | None = None) -> list[dict]:

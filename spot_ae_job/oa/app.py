@@ -24,6 +24,7 @@ from spot_ae_job import allowlist
 from spot_ae_job.errors import SpotAEError
 from spot_ae_job.oa import validate as V
 from spot_ae_job.oa.config import OAConfig
+from spot_ae_job.oa.incidents import Incidents
 from spot_ae_job.oa.query import Filters, suspicious_page
 from spot_ae_job.oa.results import BadData, NotFound, Results, Unprocessable
 from spot_ae_job.storage import INTERACTIVE, NotAFile, StorageError, open_storage
@@ -134,9 +135,10 @@ def create_app(config: OAConfig, storage=None) -> Flask:
     if storage is None:
         storage = open_storage(config.huser, config.webhdfs, config.hdfs_user, retry=INTERACTIVE)
     results = Results(storage, cache_days=config.cache_days)
+    incidents = Incidents(results)
     throttle = _LoginThrottle()
     sessions = _Sessions(config.session_hours * 3600, config.idle_minutes * 60)
-    app.extensions["spot_oa"] = {"config": config, "results": results, "storage": storage}
+    app.extensions["spot_oa"] = {"config": config, "results": results, "incidents": incidents, "storage": storage}
 
     # -- helpers ---------------------------------------------------------------------------
     def is_api() -> bool:
@@ -206,6 +208,17 @@ def create_app(config: OAConfig, storage=None) -> Flask:
     def args(allowed: set[str]):
         V.only_keys(request.args, allowed)
         return request.args
+
+    def paging(a, keys: list[str], sort: str, order: str) -> tuple[str, str, int, int]:
+        """sort, order, page and size of a list request (the same bounds for every list)."""
+        return (V.choice(a.get("sort"), "sort", keys, sort), V.choice(a.get("order"), "order", ["asc", "desc"], order),
+                V.integer(a.get("page"), "page", 1, 10**7, 1), V.integer(a.get("size"), "size", 1, V.MAX_PAGE_SIZE, 50))
+
+    def expiry(body: dict):
+        days = body.get("expires_days")
+        if days is not None and (isinstance(days, bool) or not isinstance(days, int) or not 1 <= days <= 3650):
+            raise V.Invalid("expires_days must be an integer in 1..3650 (or absent: no expiry)")
+        return dt.datetime.now(dt.timezone.utc) + dt.timedelta(days=days) if days else None
 
     # -- errors ----------------------------------------------------------------------------
     @app.errorhandler(V.Invalid)
@@ -339,7 +352,25 @@ def create_app(config: OAConfig, storage=None) -> Flask:
     @app.get("/days/<day>")
     @login_required
     def day_page(day):
+        return render_template("incidents.html", page="incidents", day=known_day(day))
+
+    @app.get("/days/<day>/flows")
+    @login_required
+    def flows_page(day):
         return render_template("suspicious.html", page="suspicious", day=known_day(day))
+
+    @app.get("/days/<day>/incidents/<incident_id>")
+    @login_required
+    def incident_page(day, incident_id):
+        day, incident_id = known_day(day), V.incident_id(incident_id)
+        incidents.need(day).position(incident_id)  # 404 for an unknown incident
+        return render_template("incident.html", page="incident", day=day, incident=incident_id)
+
+    @app.get("/days/<day>/hosts/<ip>")
+    @login_required
+    def host_page(day, ip):
+        day, ip = known_day(day), V.ip(ip, "ip", required=True)
+        return render_template("host.html", page="host", day=day, ip=ip)
 
     @app.get("/days/<day>/network")
     @login_required
@@ -419,12 +450,11 @@ def create_app(config: OAConfig, storage=None) -> Flask:
             max_score=V.number(a.get("max_score"), "max_score"),
             max_rank=V.integer(a.get("max_rank"), "max_rank", 1, 10**9),
         )
-        sort = V.choice(a.get("sort"), "sort", V.SORT_KEYS, "rank")
-        order = V.choice(a.get("order"), "order", ["asc", "desc"], "asc")
-        page = V.integer(a.get("page"), "page", 1, 10**7, 1)
-        size = V.integer(a.get("size"), "size", 1, V.MAX_PAGE_SIZE, 50)
+        sort, order, page, size = paging(a, V.SORT_KEYS, "rank", "asc")
         shown = V.choice(a.get("allowlisted"), "allowlisted", ["hide", "show", "only"], "hide")
         out = suspicious_page(results.table(day), f, sort, order, page, size, results.allowlist_marks(day), shown)
+        for r, iid in zip(out["rows"], incidents.of_ranks(day, [r["rank"] for r in out["rows"]])):
+            r["incident_id"] = iid
         return jsonify({"day": day, **out, "allowlisted": shown, "allowlist": results.allowlist_hidden(day)})
 
     @app.get(f"{API}/days/<day>/connections")
@@ -435,6 +465,8 @@ def create_app(config: OAConfig, storage=None) -> Flask:
         sip = V.ip(a.get("sip"), "sip", required=True)
         dip = V.ip(a.get("dip"), "dip", required=True)
         flows, unreadable = results.connection(day, sip, dip)
+        for r, iid in zip(flows, incidents.of_ranks(day, [r.get("rank") for r in flows])):
+            r["incident_id"] = iid
         return jsonify({"day": day, "sip": sip, "dip": dip, "count": len(flows), "flows": flows, "unreadable": unreadable})
 
     @app.get(f"{API}/days/<day>/network")
@@ -457,7 +489,10 @@ def create_app(config: OAConfig, storage=None) -> Flask:
     def api_feedback_list(day):
         day = known_day(day)
         args(set())
-        return jsonify({"day": day, "feedback": results.feedback(day)})
+        when = incidents.flow_verdict_times(day)
+        rows = [{**r, "when": when.get(tuple(r[k] for k in ("tstart", "srcIP", "dstIP", "sport", "dport", "ipkt", "ibyt")))}
+                for r in results.feedback(day)]
+        return jsonify({"day": day, "feedback": rows, "incidents": incidents.incident_verdicts(day)})
 
     @app.post(f"{API}/days/<day>/feedback")
     @api_write
@@ -472,13 +507,54 @@ def create_app(config: OAConfig, storage=None) -> Flask:
         rank = body.get("rank")
         if isinstance(rank, bool) or not isinstance(rank, int) or rank < 1:
             raise V.Invalid("rank must be a positive integer (the flow's rank in the day's list)")
-        days = body.get("expires_days")
-        if days is not None and (isinstance(days, bool) or not isinstance(days, int) or not 1 <= days <= 3650):
-            raise V.Invalid("expires_days must be an integer in 1..3650 (or absent: no expiry)")
-        expires = dt.datetime.now(dt.timezone.utc) + dt.timedelta(days=days) if days else None
+        expires = expiry(body)
         verdict = results.add_feedback(day, rank, sev, who=g.user.name, expires=expires)
         log.info("feedback %s rank %d sev %d by %s", day, rank, sev, g.user.name)
         return jsonify({"day": day, "rank": rank, "stored": verdict, "severity": V.SEVERITIES[sev]}), 201
+
+    @app.get(f"{API}/days/<day>/incidents")
+    @login_required
+    def api_incidents(day):
+        day = known_day(day)
+        a = args({"sort", "order", "page", "size", "host", "family", "level", "min_severity"})
+        sort, order, page, size = paging(a, V.INCIDENT_SORT_KEYS, "severity", "desc")
+        return jsonify(incidents.page(day, V.ip(a.get("host"), "host"), V.word(a.get("family"), "family"),
+                                      V.word(a.get("level"), "level"), V.integer(a.get("min_severity"), "min_severity", 0, 100),
+                                      sort, order, page, size))
+
+    @app.get(f"{API}/days/<day>/incidents/<incident_id>")
+    @login_required
+    def api_incident(day, incident_id):
+        day, incident_id = known_day(day), V.incident_id(incident_id)
+        args(set())
+        return jsonify(incidents.detail(day, incident_id))
+
+    @app.get(f"{API}/days/<day>/incidents/<incident_id>/flows")
+    @login_required
+    def api_incident_flows(day, incident_id):
+        day, incident_id = known_day(day), V.incident_id(incident_id)
+        a = args({"sort", "order", "page", "size"})
+        return jsonify(incidents.flows(day, incident_id, *paging(a, V.MEMBER_SORT_KEYS, "rank", "asc")))
+
+    @app.post(f"{API}/days/<day>/incidents/<incident_id>/verdict")
+    @api_write
+    def api_incident_verdict(day, incident_id):
+        day, incident_id = known_day(day), V.incident_id(incident_id)
+        args(set())
+        body = json_body()
+        extra = sorted(set(body) - {"sev", "expires_days"})
+        if extra:
+            raise V.Invalid(f"unknown field(s): {', '.join(extra)}")
+        out = incidents.add_verdict(day, incident_id, V.severity(body.get("sev")), g.user.name, expiry(body))
+        log.info("verdict %s incident %s sev %d by %s (%d connections)", day, incident_id, out["sev"], g.user.name, out["connections"])
+        return jsonify(out), 201
+
+    @app.get(f"{API}/days/<day>/hosts/<ip>")
+    @login_required
+    def api_host(day, ip):
+        day, ip = known_day(day), V.ip(ip, "ip", required=True)
+        args(set())
+        return jsonify(incidents.host(day, ip))
 
     @app.get(f"{API}/verdicts")
     @login_required
@@ -506,10 +582,7 @@ def create_app(config: OAConfig, storage=None) -> Flask:
                 raise V.Invalid(f"{k} must be a string")
         if not isinstance(body.get("both_ways", False), bool):
             raise V.Invalid("both_ways must be true or false")
-        days = body.get("expires_days")
-        if days is not None and (isinstance(days, bool) or not isinstance(days, int) or not 1 <= days <= 3650):
-            raise V.Invalid("expires_days must be an integer in 1..3650 (or absent: no expiry)")
-        expires = dt.datetime.now(dt.timezone.utc) + dt.timedelta(days=days) if days else None
+        expires = expiry(body)
         try:
             rule = allowlist.new_rule(src=body.get("src"), dst=body.get("dst"), sport=body.get("sport"), dport=body.get("dport"),
                                       proto=body.get("proto"), hours=body.get("hours"), both_ways=body.get("both_ways", False),

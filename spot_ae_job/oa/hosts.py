@@ -13,14 +13,19 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from spot_ae_job.layout import Day, Layout, is_day
+from spot_ae_job.layout import Day, DayResults, Layout, is_day
 
 # the storage of the OA is rooted at {huser}/flow: layout's paths relative to that
 _FLOW = Layout("").flow + "/"
 
 
+def day_paths(day: str) -> DayResults:
+    """The day's result paths (layout.DayResults) relative to the OA's storage root."""
+    return DayResults(Layout("").results(Day.parse(day)).root.removeprefix(_FLOW))
+
+
 def hosts_rel(day: str) -> str:
-    return Layout("").results(Day.parse(day)).hosts.removeprefix(_FLOW)
+    return day_paths(day).hosts
 
 
 def host_history(results, ip: str) -> dict:

@@ -29,7 +29,8 @@ _ORDERS_LOCK = threading.Lock()
 
 
 def sorted_positions(df: pd.DataFrame, sort: str, order: str) -> np.ndarray:
-    """Row positions of the day in (sort, order), rank breaking ties; computed once per cached frame."""
+    """Row positions of the frame in (sort, order), position breaking ties (the cached frames are in
+    their default order: the day's list in rank order); computed once per cached frame."""
     with _ORDERS_LOCK:
         for k in [k for k, (ref, _) in _ORDERS.items() if ref() is None]:
             del _ORDERS[k]
@@ -73,19 +74,19 @@ def suspicious_page(df: pd.DataFrame, f: Filters, sort: str, order: str, page: i
         mask &= df["score"].to_numpy() <= f.max_score
     if f.max_rank is not None:
         mask &= df[RANK].to_numpy() <= f.max_rank
+    pos, meta = paged(df, mask, sort, order, page, size)
+    rows = df.iloc[pos]
+    if marks is not None:
+        rows = rows.assign(**{ALLOWLISTED: marks.iloc[pos].to_numpy()})
+    return {**meta, "rows": records(rows)}
+
+
+def paged(df: pd.DataFrame, mask: np.ndarray, sort: str, order: str, page: int, size: int) -> tuple[np.ndarray, dict]:
+    """The row positions of one page of `df[mask]` in (sort, order), and the paging facts every
+    list of the API answers with. `df` must be a cached frame (its sort orders are cached)."""
     pos = sorted_positions(df, sort, order)
     pos = pos[mask[pos]]
     total = int(len(pos))
     start = (page - 1) * size
-    rows = df.iloc[pos[start:start + size]]
-    if marks is not None:
-        rows = rows.assign(**{ALLOWLISTED: marks.iloc[pos[start:start + size]].to_numpy()})
-    return {
-        "total": total,
-        "page": page,
-        "size": size,
-        "pages": max(1, -(-total // size)),
-        "sort": sort,
-        "order": order,
-        "rows": records(rows),
-    }
+    return pos[start:start + size], {"total": total, "page": page, "size": size, "pages": max(1, -(-total // size)),
+                                     "sort": sort, "order": order}

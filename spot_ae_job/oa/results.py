@@ -130,6 +130,8 @@ def _verdict_record(line: str) -> dict:
         raise ValueError("dport must be an integer")
     if v["model_version"] is not None and not isinstance(v["model_version"], str):
         raise ValueError("model_version must be a string or null")
+    if v.get(verdict_store.INCIDENT) is not None and not isinstance(v[verdict_store.INCIDENT], str):
+        raise ValueError("incident_id must be a string or absent")
     verdict_store.parse_time(v["when"])  # ValueError if it is not a time
     if v["expires"] is not None:
         if not isinstance(v["expires"], str):

@@ -16,6 +16,12 @@ DAY_RE = re.compile(r"\A[0-9]{8}\Z")
 _PROTO_RE = re.compile(r"\A[A-Za-z0-9_-]{1,16}\Z")
 
 SORT_KEYS = ["rank", "score", "treceived", "sip", "dip", "sport", "dport", "proto", "tdur", "ipkt", "ibyt", "opkt", "obyt"]
+# incidents (oa/incidents.py): their list's sort keys, and a member flow list's (the day list's but tdur)
+INCIDENT_SORT_KEYS = ["severity", "flows", "bytes", "max_score", "sum_score", "first_seen", "last_seen",
+                      "n_hosts", "n_ports", "main_host", "family", "family_confidence", "incident_id"]
+MEMBER_SORT_KEYS = [k for k in SORT_KEYS if k != "tdur"]
+_INCIDENT_RE = re.compile(r"\A[0-9a-f]{32}\Z")
+_WORD_RE = re.compile(r"\A[a-z_]{1,32}\Z")
 MAX_PAGE_SIZE = 500
 MAX_TOP = 1000
 SEVERITIES = {1: "high", 2: "medium", 3: "low"}
@@ -90,6 +96,22 @@ def choice(value: str | None, name: str, allowed: list[str], default: str) -> st
 def severity(value) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value not in SEVERITIES:
         raise Invalid("sev must be 1 (high risk), 2 (medium) or 3 (low risk)")
+    return value
+
+
+def incident_id(value: str | None) -> str:
+    """An incident id as incidents.py makes them: 32 lowercase hex digits."""
+    if not isinstance(value, str) or not _INCIDENT_RE.match(value):
+        raise Invalid(f"incident id must be 32 lowercase hex digits, got {value!r}")
+    return value
+
+
+def word(value: str | None, name: str) -> str | None:
+    """A family or severity level name (lowercase letters and _), or None when absent."""
+    if value in (None, ""):
+        return None
+    if not _WORD_RE.match(value):
+        raise Invalid(f"{name} must be a name such as 'dos' or 'high' (a-z and _), got {value!r}")
     return value
 
 

@@ -47,7 +47,7 @@ def test_allow_listing_a_destination_hides_its_flows_and_removing_it_brings_them
     target = next(d for d, n in Counter(r["dip"] for r in flagged).most_common() if 0 < alerts[d] < sum(alerts.values()))
     hidden = sum(r["dip"] == target for r in flagged)
 
-    page.goto(f"/days/{DAY}")
+    page.goto(f"/days/{DAY}/flows")
     page.wait_for_selector("#suspicious[data-state] tbody tr[data-rank]")
     assert total_shown(page) == len(flagged) and page.locator("#allowlist-note").is_hidden()
 
@@ -78,7 +78,7 @@ def test_allow_listing_a_destination_hides_its_flows_and_removing_it_brings_them
     assert page.locator("#allowlist-audit tbody tr[data-action='add'] td").nth(5).inner_text().replace(",", "") == str(alerts[target])
     shot(page, "20-allowlist-rule-added")
 
-    page.goto(f"/days/{DAY}")
+    page.goto(f"/days/{DAY}/flows")
     page.wait_for_selector("#suspicious[data-state] tbody tr[data-rank]")
     page.wait_for_selector("#allowlist-note:not([hidden])")
     assert total_shown(page) == len(flagged) - hidden
@@ -103,6 +103,6 @@ def test_allow_listing_a_destination_hides_its_flows_and_removing_it_brings_them
     assert alert_dsts(oa_huser, "alerts") == alerts and sum(alert_dsts(oa_huser, "alerts_allowlisted").values()) == 0
     shot(page, "23-allowlist-rule-removed")
 
-    page.goto(f"/days/{DAY}")
+    page.goto(f"/days/{DAY}/flows")
     page.wait_for_selector("#suspicious[data-state] tbody tr[data-rank]")
     assert total_shown(page) == len(flagged) and page.locator("#allowlist-note").is_hidden()

@@ -55,16 +55,17 @@ def test_day_picker_lists_the_scored_day_with_its_counts(logged_in, oa_huser):
     shot(page, "02-days")
 
 
-def shown(page, **params) -> None:
-    """Wait until the table shows the answer to a query with these parameters."""
+def shown(pg, **params) -> None:
+    """Wait until the table shows the answer to a query with these parameters (`page=2` is one)."""
     sel = "#suspicious" + "".join(f"[data-state*='{k}={v}']" for k, v in params.items())
-    page.wait_for_selector(sel)
+    pg.wait_for_selector(sel)
 
 
 def test_open_a_day_sort_filter_and_page(logged_in, oa_huser):
     page = logged_in
     want = results(oa_huser)
     page.click(f"#days-table a.day-link >> text={DAY}")
+    page.click("#flows-link")  # the day opens on its incidents; the flat list is one click away
     shown(page, sort="rank")
     page.select_option("#f-size", "25")
     page.click("#apply")
@@ -116,7 +117,7 @@ def test_open_a_day_sort_filter_and_page(logged_in, oa_huser):
 
 def test_open_a_connection_shows_all_its_flows(logged_in, oa_server):
     page = logged_in
-    page.goto(f"/days/{DAY}")
+    page.goto(f"/days/{DAY}/flows")
     wait_rows(page)
     first = page.locator("#suspicious tbody tr[data-rank='1'] a.conn-link")
     first.click()
@@ -172,7 +173,7 @@ def test_marking_a_flow_low_risk_writes_spots_feedback_file(logged_in, oa_huser)
     page = logged_in
     fb = oa_huser / "flow" / "scored_results" / DAY / "feedback" / "ml_feedback.csv"
     before = fb.read_text() if fb.exists() else ""
-    page.goto(f"/days/{DAY}")
+    page.goto(f"/days/{DAY}/flows")
     wait_rows(page)
     row = results(oa_huser)[1]
     page.click("#suspicious tbody tr[data-rank='2'] .verdict button[data-sev='3']")

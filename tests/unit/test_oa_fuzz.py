@@ -4,9 +4,10 @@ Schemathesis turns spot_ae_job/oa/static/openapi.json into Hypothesis strategies
 fits the document (positive) and data that does not (negative), and every case goes over HTTP to
 the real app on a 127.0.0.1 port, as a logged-in analyst with the session's CSRF token, so writes
 go through too. The invariant: no 5xx, ever, and the answer matches what the document promises.
-The results root holds a real day of excerpt rows and a day whose flows have no IPs (as the
-shared CIC files without IPs load); the day and a verdict's rank are steered to those days' flows
-part of the time, or random eight-digit days and ranks would almost never find data.
+The results root holds a real day of excerpt rows, with its incidents and host ranking made by
+the real stage (incidents.py, local Spark), and a day whose flows have no IPs (as the shared CIC
+files without IPs load); the day, a verdict's rank, an incident id and a host are steered to
+those days' data part of the time, or random values would almost never find any.
 
 Bounded in time for the unit phase: MAX_EXAMPLES cases per operation and mode (env
 SPOT_AE_FUZZ_EXAMPLES raises it for a longer local run; docs/security.md).
@@ -18,6 +19,7 @@ import os
 import threading
 from importlib import resources
 
+import pyarrow.parquet as pq
 import pytest
 import requests
 import schemathesis
@@ -33,6 +35,9 @@ from schemathesis.specs.openapi.checks import (
 from werkzeug.serving import make_server
 
 from spot_ae_job.oa.app import create_app
+from spot_ae_job import incidents
+from spot_ae_job.layout import Day, Layout
+from test_incidents import model
 from test_oa_api import DAY, PASSWORD, _config, _flows_from_excerpt, write_day
 
 MAX_EXAMPLES = int(os.environ.get("SPOT_AE_FUZZ_EXAMPLES", "25"))
@@ -54,9 +59,12 @@ CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance,
 
 
 @pytest.fixture(scope="module")
-def root(tmp_path_factory, data_dir):
+def root(tmp_path_factory, data_dir, spark):
     root = tmp_path_factory.mktemp("fuzz") / "user" / "spot"
-    write_day(root, _flows_from_excerpt(data_dir, DAY), DAY)
+    run = write_day(root, _flows_from_excerpt(data_dir, DAY), DAY)
+    scored = spark.read.parquet(f"file://{root}/flow/scored_results/{DAY}/all_scores")
+    incidents.write_day_incidents(spark, scored, model("ae-test", run["threshold"]), Day.parse(DAY), Layout(f"file://{root}"),
+                                  run["threshold"], progress=lambda *_: None)
     noip = _flows_from_excerpt(data_dir, DAY)
     for c in ("sip", "dip", "sport", "treceived"):
         noip[c] = None
@@ -92,17 +100,22 @@ class Analyst:
 
 
 @pytest.mark.parametrize("path,method,mode", CASES, ids=[f"{m.upper()} {p} {mode.value}" for p, m, mode in CASES])
-def test_the_api_never_answers_5xx_and_keeps_to_its_document(live, path, method, mode):
+def test_the_api_never_answers_5xx_and_keeps_to_its_document(live, root, path, method, mode):
     op = SCHEMA[path][method.upper()]
     analyst = Analyst(live)
+    res = root / "flow" / "scored_results" / DAY
+    ids = sorted(set(pq.read_table(res / "incidents", columns=["incident_id"])["incident_id"].to_pylist()))
+    hosts = sorted(set(pq.read_table(res / "hosts", columns=["ip"])["ip"].to_pylist()))[:50]
 
     @settings(max_examples=MAX_EXAMPLES, deadline=None, database=None, derandomize=False,
               suppress_health_check=list(HealthCheck))
     @given(case=op.as_strategy(generation_mode=mode), day=st.sampled_from([None, DAY, NO_IP_DAY]),
-           rank=st.none() | st.integers(min_value=1, max_value=80))
-    def run(case, day, rank):
-        if day and case.path_parameters and "day" in case.path_parameters:
-            case.path_parameters["day"] = day
+           rank=st.none() | st.integers(min_value=1, max_value=80), incident=st.none() | st.sampled_from(ids),
+           host=st.none() | st.sampled_from(hosts))
+    def run(case, day, rank, incident, host):
+        for name, value in (("day", day), ("incident_id", incident), ("ip", host)):
+            if value and case.path_parameters and name in case.path_parameters:
+                case.path_parameters[name] = value
         if rank and isinstance(case.body, dict) and "rank" in case.body:
             case.body["rank"] = rank  # a rank that exists on those days
         response = case.call(base_url=live, session=analyst.http, timeout=30)

@@ -71,24 +71,34 @@ const OA = (() => {
   }
   const flowKey = (r) => [r.treceived, r.sip, r.dip, r.sport, r.dport, r.ipkt, r.ibyt].join("|");
   const fbKey = (f) => [f.tstart, f.srcIP, f.dstIP, f.sport, f.dport, f.ipkt, f.ibyt].join("|");
+  const nowIso = () => new Date().toISOString().slice(0, 19) + "Z"; // the server's `when` format
 
+  // The day's verdicts: per flow (ml_feedback.csv, with when the store got it) and per incident.
+  // A flow shows the newer of its own verdict and its incident's.
   async function verdicts(day) {
     const d = await api(`/days/${day}/feedback`);
-    const m = new Map();
-    for (const f of d.feedback) m.set(fbKey(f), Number(f.sev));
-    return m;
+    const flows = new Map(), incidents = new Map();
+    for (const f of d.feedback) flows.set(fbKey(f), { sev: Number(f.sev), when: f.when || "" });
+    for (const [id, v] of Object.entries(d.incidents || {})) incidents.set(id, { sev: v.sev, when: v.when });
+    return { flows, incidents };
+  }
+  const noVerdicts = () => ({ flows: new Map(), incidents: new Map() });
+
+  function shownSev(row, known) {
+    const f = known.flows.get(flowKey(row)), i = row.incident_id ? known.incidents.get(row.incident_id) : undefined;
+    if (f && i) return f.when >= i.when ? f.sev : i.sev;
+    return (f || i || {}).sev;
   }
 
   function verdictCell(day, row, known) {
     if (row.rank === null || row.rank === undefined) return el("td", { class: "hint", text: "not flagged" });
     const td = el("td");
+    const chosen = shownSev(row, known);
     if (body.dataset.role !== "analyst") {
-      const s = known.get(flowKey(row));
-      td.textContent = s ? SEV[s] : "";
+      td.textContent = chosen ? SEV[chosen] : "";
       return td;
     }
-    const box = el("span", { class: "verdict", "data-rank": row.rank });
-    const chosen = known.get(flowKey(row));
+    const box = el("span", { class: "verdict", "data-rank": row.rank, "data-sev": chosen || "" });
     for (const sev of [1, 2, 3]) {
       const b = el("button", {
         type: "button", class: `sev${sev}` + (chosen === sev ? " chosen" : ""), "data-sev": sev,
@@ -98,7 +108,8 @@ const OA = (() => {
         try {
           const res = await api(`/days/${day}/feedback`, { json: { rank: row.rank, sev } });
           box.querySelectorAll("button").forEach((x) => x.classList.toggle("chosen", x === b));
-          known.set(flowKey(row), sev);
+          box.dataset.sev = sev;
+          known.flows.set(flowKey(row), { sev, when: nowIso() });
           toast(`Rank ${res.rank} marked ${res.severity} risk`);
         } catch (e) { toast(e.message, true); }
       });
@@ -160,7 +171,7 @@ const OA = (() => {
     const showAl = document.getElementById("f-allowlisted");
     showAl.checked = q.get("allowlisted") === "show";
     showAl.addEventListener("change", () => { st.page = 1; load(); });
-    let known = new Map();
+    let known = noVerdicts();
     try { known = await verdicts(day); } catch (e) { /* shown by the table load if storage is down */ }
     api(`/days/${day}/model`).then((m) => {
       document.getElementById("model-line").textContent =
@@ -208,9 +219,10 @@ const OA = (() => {
             el("td", { class: "num", text: fmt.int(r.obyt) }),
             el("td", { class: "num score", text: fmt.score(r.score) }),
             whyCell(r),
-            verdictCell(day, r, known)));
+            verdictCell(day, r, known),
+            el("td", {}, r.incident_id ? el("a", { href: `/days/${day}/incidents/${r.incident_id}`, class: "incident-link", text: r.incident_id.slice(0, 8) }) : "")));
         }
-        if (!d.rows.length) tb.append(el("tr", {}, el("td", { colspan: 15, class: "hint", text: "No suspicious flows match." })));
+        if (!d.rows.length) tb.append(el("tr", {}, el("td", { colspan: 16, class: "hint", text: "No suspicious flows match." })));
         allowlistNote(d.allowlist);
         document.getElementById("page-info").textContent = `Page ${d.page} of ${d.pages} · ${fmt.int(d.total)} flows`;
         document.getElementById("prev").disabled = d.page <= 1;
@@ -355,7 +367,7 @@ const OA = (() => {
         n.g.append(svg("circle", { r }), svg("text", { x: r + 3, y: 4, text: n.id }));
         n.g.addEventListener("mousemove", (ev) => showTip(ev, `${n.id}\n${n.degree} connection(s)`));
         n.g.addEventListener("mouseleave", () => { tip.hidden = true; });
-        n.g.addEventListener("dblclick", () => { location.href = `/days/${day}?ip=${encodeURIComponent(n.id)}`; });
+        n.g.addEventListener("dblclick", () => { location.href = `/days/${day}/flows?ip=${encodeURIComponent(n.id)}`; });
         drag(n, edges);
         gN.append(n.g);
       }
@@ -383,7 +395,7 @@ const OA = (() => {
       });
       n.g.addEventListener("pointerup", () => {
         on = false;
-        if (!moved) location.href = `/days/${day}?ip=${encodeURIComponent(n.id)}`;
+        if (!moved) location.href = `/days/${day}/flows?ip=${encodeURIComponent(n.id)}`;
       });
     }
     function showTip(ev, text) {
@@ -509,7 +521,8 @@ const OA = (() => {
         tb.append(el("tr", { "data-id": v.id },
           el("td", { text: v.when }), el("td", { text: v.who }),
           el("td", { class: `sev${v.sev}`, text: SEV[v.sev] + (v.in_training ? " · in training" : "") }),
-          el("td", { text: `${v.sip} → ${v.dip}:${v.dport}/${v.proto}` }),
+          el("td", {}, `${v.sip} → ${v.dip}:${v.dport}/${v.proto}`, v.incident_id ? " · " : null,
+            v.incident_id ? el("a", { href: `/days/${v.day}/incidents/${v.incident_id}`, class: "incident-link", text: "incident" }) : null),
           el("td", {}, el("a", { href: `/days/${v.day}`, text: v.day })),
           el("td", { text: v.expires || "never" }), el("td", { class: "in-force", text: v.in_force ? "yes" : "no" }),
           el("td", { class: "num suppressed", text: fmt.int(v.suppressed_alerts) }), el("td", { text: runs })));
@@ -584,7 +597,344 @@ const OA = (() => {
     load();
   }
 
-  const pages = { allowlist: allowlistPage, verdicts: verdictsPage, days: daysPage, suspicious: suspiciousPage, connection: connectionPage, network: networkPage, model: modelPage, ingest: ingestPage };
+  // -- server-paged lists (incidents, an incident's flows, a host's incidents) ----------------
+  // o: {path, table, info, prev, next, sort, order, row(r), noun, empty; optional form, clear,
+  //     inputs {param: selector}, fixed {param: value}, descFirst, urlState, error, loaded(d)}
+  function pagedList(o) {
+    const q = new URLSearchParams(o.urlState ? location.search : "");
+    const st = { sort: q.get("sort") || o.sort, order: q.get("order") || o.order, page: Number(q.get("page") || 1) };
+    const inputs = o.inputs || {};
+    for (const [k, sel] of Object.entries(inputs)) {
+      const v = q.get(k), box = document.querySelector(sel);
+      if (!v) continue;
+      if (box.tagName === "SELECT" && ![...box.options].some((x) => x.value === v)) box.append(el("option", { value: v, text: v }));
+      box.value = v;
+    }
+    const table = document.querySelector(o.table), tb = table.querySelector("tbody");
+    const errBox = o.error ? document.querySelector(o.error) : null;
+    function params() {
+      const p = new URLSearchParams(o.fixed || {});
+      for (const [k, sel] of Object.entries(inputs)) {
+        const v = document.querySelector(sel).value.trim();
+        if (v) p.set(k, v);
+      }
+      p.set("sort", st.sort); p.set("order", st.order); p.set("page", st.page);
+      return p;
+    }
+    async function load() {
+      const p = params();
+      if (o.urlState) history.replaceState(null, "", `?${p}`);
+      table.querySelectorAll("th[data-sort]").forEach((th) => {
+        th.classList.toggle("asc", th.dataset.sort === st.sort && st.order === "asc");
+        th.classList.toggle("desc", th.dataset.sort === st.sort && st.order === "desc");
+      });
+      try {
+        const d = await api(`${o.path}?${p}`);
+        if (errBox) errBox.hidden = true;
+        tb.replaceChildren();
+        for (const r of d.rows) tb.append(o.row(r));
+        if (!d.rows.length) tb.append(el("tr", {}, el("td", { colspan: table.querySelectorAll("thead th").length, class: "hint", text: o.empty })));
+        document.querySelector(o.info).textContent = `Page ${d.page} of ${d.pages} · ${fmt.int(d.total)} ${o.noun}`;
+        document.querySelector(o.prev).disabled = d.page <= 1;
+        document.querySelector(o.next).disabled = d.page >= d.pages;
+        if (o.loaded) o.loaded(d);
+        table.dataset.state = p.toString(); // what is shown: tests and bookmarks wait on it
+      } catch (e) {
+        if (errBox) { errBox.textContent = e.message; errBox.hidden = false; }
+        tb.replaceChildren(el("tr", {}, el("td", { colspan: table.querySelectorAll("thead th").length, class: "error", text: e.message })));
+        table.dataset.state = "error";
+      }
+    }
+    table.querySelectorAll("th[data-sort]").forEach((th) => th.addEventListener("click", () => {
+      const k = th.dataset.sort;
+      if (st.sort === k) st.order = st.order === "asc" ? "desc" : "asc";
+      else { st.sort = k; st.order = (o.descFirst || new Set()).has(k) ? "desc" : "asc"; }
+      st.page = 1; load();
+    }));
+    if (o.form) document.querySelector(o.form).addEventListener("submit", (ev) => { ev.preventDefault(); st.page = 1; load(); });
+    if (o.clear) document.querySelector(o.clear).addEventListener("click", () => {
+      for (const [k, sel] of Object.entries(inputs)) if (k !== "size") document.querySelector(sel).value = "";
+      st.page = 1; load();
+    });
+    document.querySelector(o.prev).addEventListener("click", () => { st.page -= 1; load(); });
+    document.querySelector(o.next).addEventListener("click", () => { st.page += 1; load(); });
+    load();
+    return { load };
+  }
+
+  const utc = (t) => (t === null || t === undefined ? "" : new Date(t * 1000).toISOString().slice(0, 19).replace("T", " "));
+  const family = (r) => (r.family || "unknown") + (r.family_confidence == null ? "" : ` (${Math.round(100 * r.family_confidence)}%)`);
+  const hostHref = (day, ip) => `/days/${day}/hosts/${encodeURIComponent(ip)}`;
+  const levelBadge = (r) => el("span", { class: `badge lvl-${r.severity_level}`, text: `${r.severity} ${r.severity_level}` });
+  const verdictText = (v) => el("td", { class: v ? `sev${v.sev}` : "", text: v ? SEV[v.sev] : "" });
+
+  // -- a day's incidents (the day page) ----------------------------------------------------
+  async function incidentsPage() {
+    const day = body.dataset.day;
+    const famSel = document.getElementById("i-family");
+    pagedList({
+      path: `/days/${day}/incidents`, table: "#incidents", info: "#i-page-info", prev: "#i-prev", next: "#i-next",
+      form: "#inc-filters", clear: "#i-clear", error: "#inc-error", urlState: true, sort: "severity", order: "desc",
+      inputs: { host: "#i-host", family: "#i-family", level: "#i-level", min_severity: "#i-min-severity", size: "#i-size" },
+      descFirst: new Set(["severity", "flows", "bytes", "max_score", "sum_score", "n_hosts", "n_ports", "family_confidence"]),
+      noun: "incidents", empty: "No incidents match.",
+      row: (r) => {
+        const href = `/days/${day}/incidents/${r.incident_id}`;
+        const tr = el("tr", { "data-id": r.incident_id, class: "clickable" },
+          el("td", { class: "num" }, el("a", { href, class: "incident-link" }, levelBadge(r))),
+          el("td", { class: "mono" }, r.main_host ? el("a", { href: hostHref(day, r.main_host), class: "host-link", text: r.main_host }) : "no address"),
+          el("td", { text: r.main_role || "" }), el("td", { text: family(r) }),
+          el("td", { text: utc(r.first_seen).slice(11), title: utc(r.first_seen) }), el("td", { text: utc(r.last_seen).slice(11), title: utc(r.last_seen) }),
+          el("td", { class: "num", text: fmt.int(r.flows) }), el("td", { class: "num", text: fmt.int(r.n_hosts) }),
+          el("td", { class: "num", text: fmt.int(r.n_ports) }), el("td", { class: "num", text: fmt.int(r.bytes) }),
+          el("td", { class: "num score", text: fmt.score(r.max_score) }),
+          el("td", { class: "why", text: r.top_explanations.map((e) => `${e.feature} (${e.flows})`).join(", ") }),
+          verdictText(r.verdict));
+        tr.addEventListener("click", (ev) => { if (!ev.target.closest("a")) location.href = href; });
+        return tr;
+      },
+      loaded: (d) => {
+        const s = d.summary || {};
+        for (const f of Object.keys(s.by_family || {}).sort()) {
+          if (![...famSel.options].some((x) => x.value === f)) famSel.append(el("option", { value: f, text: f }));
+        }
+        document.getElementById("inc-line").textContent = d.available
+          ? `${fmt.int(s.incidents)} incidents from ${fmt.int(s.flows)} suspicious flows (flows sharing a host within ${fmt.int(s.gap_seconds)} s); most severe first.`
+          : "No incidents were written for this day (scored before incidents existed, or by the stream only): its flows are in the flow list.";
+        document.getElementById("unassigned-note").textContent = d.unassigned
+          ? `· ${fmt.int(d.unassigned)} suspicious flow${d.unassigned === 1 ? " is" : "s are"} in no incident (allow-listed or covered by a low-risk verdict): the flow list has them.` : "";
+      },
+    });
+  }
+
+  // -- charts of the incident and host pages (plain SVG) ------------------------------------
+  function axes(svgEl, W, H, L, R, T, B, xt, yt, xLabel, yLabel) {
+    const ax = svg("g", { class: "axis" });
+    ax.append(svg("line", { x1: L, y1: H - B, x2: W - R, y2: H - B }), svg("line", { x1: L, y1: T, x2: L, y2: H - B }));
+    for (const t of xt) ax.append(svg("text", { x: t.x, y: H - B + 16, "text-anchor": "middle", text: t.label }));
+    for (const t of yt) ax.append(svg("text", { x: L - 6, y: t.y + 4, "text-anchor": "end", text: t.label }));
+    ax.append(svg("text", { x: (L + W - R) / 2, y: H - 6, "text-anchor": "middle", text: xLabel }));
+    ax.append(svg("text", { x: 14, y: (T + H - B) / 2, transform: `rotate(-90 14 ${(T + H - B) / 2})`, "text-anchor": "middle", text: yLabel }));
+    svgEl.append(ax);
+  }
+
+  function timelineChart(svgEl, tl, thr) {
+    const W = 960, H = 300, L = 70, R = 20, T = 16, B = 44;
+    svgEl.replaceChildren();
+    const items = tl.binned ? tl.bins.map((b) => ({ t: (b.t0 + b.t1) / 2, s: b.score, n: b.flows, label: `${utc(b.t0)} – ${utc(b.t1)}: ${fmt.int(b.flows)} flows, worst score ${fmt.score(b.score)}` }))
+      : tl.points.map((p) => ({ t: p.t, s: p.score, n: 1, label: `${utc(p.t)} rank ${p.rank ?? "?"} ${p.sip} → ${p.dip}: score ${fmt.score(p.score)}` }));
+    const pts = items.filter((p) => p.s !== null);
+    if (!pts.length) { svgEl.append(svg("text", { x: W / 2, y: H / 2, "text-anchor": "middle", text: "No member flow has a time." })); return; }
+    let t0 = Math.min(...pts.map((p) => p.t)), t1 = Math.max(...pts.map((p) => p.t));
+    if (t1 - t0 < 60) { t0 -= 30; t1 += 30; }
+    const ss = pts.map((p) => p.s).concat(thr === null || thr === undefined ? [] : [thr]);
+    let s0 = Math.min(...ss), s1 = Math.max(...ss);
+    if (s1 - s0 < 1e-12) { s0 -= 0.5; s1 += 0.5; }
+    const pad = (s1 - s0) * 0.05; s0 -= pad; s1 += pad;
+    const X = (t) => L + ((t - t0) / (t1 - t0)) * (W - L - R), Y = (s) => H - B - ((s - s0) / (s1 - s0)) * (H - T - B);
+    const xt = [], yt = [];
+    for (let i = 0; i <= 5; i++) { const t = t0 + ((t1 - t0) * i) / 5; xt.push({ x: X(t), label: utc(t).slice(t1 - t0 > 86400 ? 5 : 11, 16) }); }
+    for (let i = 0; i <= 4; i++) { const s = s0 + ((s1 - s0) * i) / 4; yt.push({ y: Y(s), label: fmt.score(s) }); }
+    axes(svgEl, W, H, L, R, T, B, xt, yt, "time (UTC)", tl.binned ? "worst score per time bin" : "score");
+    if (thr !== null && thr !== undefined) {
+      svgEl.append(svg("line", { class: "thr", x1: L, y1: Y(thr), x2: W - R, y2: Y(thr) }),
+        svg("text", { x: W - R - 4, y: Y(thr) - 5, "text-anchor": "end", fill: "#c62828", text: `threshold ${fmt.score(thr)}` }));
+    }
+    const g = svg("g", { class: "points" });
+    for (const p of pts) {
+      const c = svg("circle", { class: "pt", cx: X(p.t), cy: Y(p.s), r: tl.binned ? 2 + Math.min(8, Math.log2(p.n)) : 3.5 });
+      c.append(svg("title", { text: p.label }));
+      g.append(c);
+    }
+    svgEl.append(g);
+  }
+
+  function hostsGraph(svgEl, gr, day) {
+    // sources in the left column, targets in the right, busiest first; an edge per source -> target pair
+    const srcs = gr.nodes.filter((n) => n.as_source > 0).sort((a, b) => b.as_source - a.as_source);
+    const tgts = gr.nodes.filter((n) => n.as_target > 0).sort((a, b) => b.as_target - a.as_target);
+    const W = 960, H = Math.max(140, Math.max(srcs.length, tgts.length) * 24 + 50), xs = 300, xt = 660;
+    svgEl.setAttribute("viewBox", `0 0 ${W} ${H}`);
+    svgEl.replaceChildren();
+    const y = (i, n) => 36 + ((i + 0.5) * (H - 50)) / n;
+    const ys = new Map(srcs.map((n, i) => [n.id, y(i, srcs.length)])), yt = new Map(tgts.map((n, i) => [n.id, y(i, tgts.length)]));
+    svgEl.append(svg("text", { x: xs, y: 18, "text-anchor": "middle", class: "col", text: "sources" }),
+      svg("text", { x: xt, y: 18, "text-anchor": "middle", class: "col", text: "targets" }));
+    const gE = svg("g");
+    for (const e of gr.edges) {
+      const line = svg("line", { class: "edge", x1: xs, y1: ys.get(e.source), x2: xt, y2: yt.get(e.target), "stroke-width": 1 + Math.min(6, Math.log2(e.flows)) });
+      line.append(svg("title", { text: `${e.source} → ${e.target}: ${fmt.int(e.flows)} flows, worst score ${fmt.score(e.score)}` }));
+      gE.append(line);
+    }
+    svgEl.append(gE);
+    const node = (n, x, yy, side) => {
+      const a = svg("a", { href: hostHref(day, n.id), class: `host-node ${side}`, "data-ip": n.id });
+      const flows = side === "src" ? n.as_source : n.as_target;
+      a.append(svg("circle", { cx: x, cy: yy, r: 5 + Math.min(6, Math.log2(1 + flows)) }),
+        svg("text", { x: side === "src" ? x - 14 : x + 14, y: yy + 4, "text-anchor": side === "src" ? "end" : "start", text: `${n.id} (${fmt.int(flows)})` }));
+      svgEl.append(a);
+    };
+    srcs.forEach((n) => node(n, xs, ys.get(n.id), "src"));
+    tgts.forEach((n) => node(n, xt, yt.get(n.id), "dst"));
+  }
+
+  // -- one incident ----------------------------------------------------------------------
+  async function incidentPage() {
+    const { day, incident } = body.dataset;
+    const base = `/days/${day}/incidents/${incident}`;
+    const summary = document.getElementById("inc-summary");
+    let known = noVerdicts();
+    try { known = await verdicts(day); } catch (e) { /* the incident load says what is wrong */ }
+    let d;
+    try { d = await api(base); } catch (e) { summary.textContent = e.message; summary.className = "error"; return; }
+    const inc = d.incident;
+    summary.textContent = `${fmt.int(inc.flows)} suspicious flow${inc.flows === 1 ? "" : "s"} from ${utc(inc.first_seen) || "?"} to ${utc(inc.last_seen) || "?"} UTC; ` +
+      `${fmt.int(inc.n_hosts)} host${inc.n_hosts === 1 ? "" : "s"} (${fmt.int(inc.n_sources)} source${inc.n_sources === 1 ? "" : "s"}, ${fmt.int(inc.n_targets)} target${inc.n_targets === 1 ? "" : "s"})` +
+      (inc.main_host ? ` around ${inc.main_host} (${inc.main_role}).` : ".");
+    const facts = document.getElementById("inc-facts");
+    const dd = (k, ...v) => facts.append(el("dt", { text: k }), el("dd", {}, ...v));
+    dd("Severity", levelBadge(inc));
+    dd("Likely family", el("span", { id: "inc-family", text: family(inc) }));
+    if (inc.main_host) dd("Main host", el("a", { href: hostHref(day, inc.main_host), class: "host-link mono", text: inc.main_host }), ` (${inc.main_role})`);
+    dd("Top explanations", el("span", { id: "inc-explanations", text: inc.top_explanations.length
+      ? inc.top_explanations.map((e) => `${e.feature} (${fmt.int(e.flows)} flow${e.flows === 1 ? "" : "s"})`).join(", ") : "none recorded" }));
+    dd("Destination ports", inc.ports.slice(0, 10).map((p) => `${p.port} (${fmt.int(p.flows)})`).join(", ") + (inc.n_ports > 10 ? `, … ${fmt.int(inc.n_ports)} in all` : ""));
+    dd("Bytes", fmt.int(inc.bytes));
+    dd("Worst / summed score", `${fmt.score(d.higher_is_suspicious ? inc.max_score : inc.min_score)} / ${fmt.score(inc.sum_score)}`);
+    dd("Model version", inc.model_version || "");
+    dd("Incident id", el("span", { class: "mono", text: inc.incident_id }));
+
+    const members = pagedList({
+      path: `${base}/flows`, table: "#members", info: "#m-page-info", prev: "#m-prev", next: "#m-next", error: "#mem-error",
+      sort: "rank", order: "asc", noun: "flows", empty: "No member flows.",
+      descFirst: new Set(["score", "ipkt", "ibyt", "opkt", "obyt"]),
+      row: (r) => {
+        const conn = `/days/${day}/connection?sip=${encodeURIComponent(r.sip)}&dip=${encodeURIComponent(r.dip)}`;
+        return el("tr", { "data-rank": r.rank },
+          el("td", { class: "num", text: r.rank }), el("td", { text: r.treceived }),
+          el("td", { class: "mono" }, el("a", { href: conn, class: "conn-link", text: r.sip })),
+          el("td", { class: "num", text: r.sport }),
+          el("td", { class: "mono" }, el("a", { href: conn, text: r.dip })),
+          el("td", { class: "num", text: r.dport }), el("td", { text: r.proto }),
+          el("td", { class: "num", text: fmt.int(r.ipkt) }), el("td", { class: "num", text: fmt.int(r.ibyt) }),
+          el("td", { class: "num", text: fmt.int(r.opkt) }), el("td", { class: "num", text: fmt.int(r.obyt) }),
+          el("td", { class: "num score", text: fmt.score(r.score) }),
+          el("td", { class: "why", text: r.expl1_feature || "" }),
+          verdictCell(day, r, known));
+      },
+    });
+
+    const vbox = document.getElementById("inc-verdict");
+    const cur = d.verdict;
+    const said = (v) => (v ? `${SEV[v.sev]} risk (${v.who}, ${v.when})` : "none yet");
+    if (body.dataset.role !== "analyst") vbox.textContent = said(cur);
+    else {
+      const wrap = el("span", { class: "verdict", id: "inc-verdict-buttons", "data-sev": cur ? cur.sev : "" });
+      const note = el("span", { class: "hint", id: "inc-verdict-note", text: ` ${said(cur)}` });
+      for (const sev of [1, 2, 3]) {
+        const b = el("button", { type: "button", id: `inc-sev${sev}`, class: `sev${sev}` + (cur && cur.sev === sev ? " chosen" : ""),
+          "data-sev": sev, title: `${SEV[sev]} risk for all ${inc.flows} flows`, text: SEV[sev][0] });
+        b.addEventListener("click", async () => {
+          try {
+            const res = await api(`${base}/verdict`, { json: { sev } });
+            wrap.querySelectorAll("button").forEach((x) => x.classList.toggle("chosen", x === b));
+            wrap.dataset.sev = sev;
+            known.incidents.set(incident, { sev, when: nowIso() });
+            note.textContent = ` ${SEV[sev]} risk (you, just now)`;
+            toast(`Incident marked ${res.severity} risk: ${res.flows} flows, ${res.connections} connection(s)`);
+            members.load();
+          } catch (e) { toast(e.message, true); }
+        });
+        wrap.append(b);
+      }
+      vbox.append(wrap, note);
+    }
+
+    const tl = d.timeline;
+    document.getElementById("timeline-note").textContent = (tl.binned ? `${fmt.int(tl.flows)} flows in time bins (each dot: a bin's worst score; larger = more flows).` :
+      `${fmt.int(tl.flows)} flow${tl.flows === 1 ? "" : "s"}, each a dot.`) + (tl.untimed ? ` ${fmt.int(tl.untimed)} without a time are not drawn.` : "") +
+      (d.threshold !== null ? " Dashed: the day's threshold." : "");
+    timelineChart(document.getElementById("timeline"), tl, d.threshold);
+    const gr = d.graph;
+    document.getElementById("graph-note").textContent = gr.edges_total > gr.edges.length
+      ? `The ${gr.edges.length} busiest of ${fmt.int(gr.edges_total)} source → target pairs (number: the host's flows in them).` : `${fmt.int(gr.edges_total)} source → target pair${gr.edges_total === 1 ? "" : "s"} (number: the host's flows).`;
+    hostsGraph(document.getElementById("hosts-graph"), gr, day);
+    document.getElementById("timeline").dataset.drawn = "1";
+  }
+
+  // -- one host: the day's ranking, its incidents, its history -------------------------------
+  function trendChart(svgEl, days) {
+    const W = 960, H = 240, L = 70, R = 20, T = 16, B = 44;
+    svgEl.replaceChildren();
+    const series = [["src_worst_score", "as source", "src"], ["dst_worst_score", "as target", "dst"]];
+    const vals = days.flatMap((x) => series.map(([k]) => x[k])).filter((v) => v !== null && v !== undefined);
+    if (!days.length || !vals.length) { svgEl.append(svg("text", { x: W / 2, y: H / 2, "text-anchor": "middle", text: "No host ranking on any day." })); return; }
+    let s0 = Math.min(...vals), s1 = Math.max(...vals);
+    if (s1 - s0 < 1e-12) { s0 -= 0.5; s1 += 0.5; }
+    const X = (i) => L + (days.length === 1 ? (W - L - R) / 2 : (i * (W - L - R)) / (days.length - 1));
+    const Y = (s) => H - B - ((s - s0) / (s1 - s0)) * (H - T - B);
+    const step = Math.ceil(days.length / 10);
+    axes(svgEl, W, H, L, R, T, B, days.map((x, i) => ({ x: X(i), label: i % step ? "" : x.day })),
+      [0, 1, 2, 3, 4].map((i) => ({ y: Y(s0 + ((s1 - s0) * i) / 4), label: fmt.score(s0 + ((s1 - s0) * i) / 4) })), "day", "worst score");
+    for (const [k, name, cls] of series) {
+      const pts = days.map((x, i) => [X(i), x[k]]).filter(([, v]) => v !== null && v !== undefined);
+      if (pts.length > 1) svgEl.append(svg("polyline", { class: `trend ${cls}`, points: pts.map(([x, v]) => `${x},${Y(v)}`).join(" ") }));
+      for (const [x, v] of pts) {
+        const c = svg("circle", { class: `pt ${cls}`, cx: x, cy: Y(v), r: 4 });
+        c.append(svg("title", { text: `${name}: ${fmt.score(v)}` }));
+        svgEl.append(c);
+      }
+    }
+    svgEl.append(svg("text", { x: W - R - 4, y: T + 10, "text-anchor": "end", class: "legend", text: "red: worst as source · blue: worst as target" }));
+  }
+
+  async function hostPage() {
+    const { day, ip } = body.dataset;
+    const summary = document.getElementById("host-summary");
+    pagedList({
+      path: `/days/${day}/incidents`, fixed: { host: ip, size: 25 }, table: "#host-incidents", info: "#h-page-info", prev: "#h-prev", next: "#h-next",
+      sort: "severity", order: "desc", noun: "incidents", empty: "In no incident on this day.",
+      row: (r) => el("tr", { "data-id": r.incident_id },
+        el("td", { class: "num" }, el("a", { href: `/days/${day}/incidents/${r.incident_id}`, class: "incident-link" }, levelBadge(r))),
+        el("td", { text: r.main_host === ip ? `main host (${r.main_role})` : `peer of ${r.main_host}` }),
+        el("td", { text: family(r) }), el("td", { text: utc(r.first_seen) }),
+        el("td", { class: "num", text: fmt.int(r.flows) }), el("td", { class: "num", text: fmt.int(r.n_hosts) }), verdictText(r.verdict)),
+    });
+    try {
+      const d = await api(`/days/${day}/hosts/${encodeURIComponent(ip)}`);
+      const r = d.ranking;
+      summary.textContent = r ? `Rank ${fmt.int(r.host_rank)} of ${day}'s hosts: ${fmt.int(r.suspicious)} suspicious of ${fmt.int(r.flows)} flows, ` +
+        `in ${fmt.int(r.n_incidents)} incident${r.n_incidents === 1 ? "" : "s"}` + (r.max_severity === null ? "." : ` (most severe ${r.max_severity}).`)
+        : `Not in ${day}'s host ranking (the day has none, or no flow of this host).`;
+      const rb = document.querySelector("#host-ranking tbody");
+      if (r) for (const [p, name] of [["src", "source"], ["dst", "target"]]) {
+        rb.append(el("tr", { "data-side": p }, el("td", { text: name }), el("td", { class: "num", text: fmt.int(r[`${p}_flows`]) }),
+          el("td", { class: "num", text: fmt.int(r[`${p}_suspicious`]) }), el("td", { class: "num", text: fmt.score(r[`${p}_worst_score`]) }),
+          el("td", { class: "num", text: fmt.score(r[`${p}_mean_score`]) })));
+      }
+      const days = d.history.days;
+      trendChart(document.getElementById("host-trend"), days);
+      const hb = document.querySelector("#host-history tbody");
+      for (const x of days) {
+        hb.append(el("tr", { "data-day": x.day }, el("td", {}, el("a", { href: hostHref(x.day, ip), text: x.day })),
+          el("td", { class: "num", text: fmt.int(x.host_rank) }), el("td", { class: "num", text: fmt.int(x.src_suspicious) }),
+          el("td", { class: "num", text: fmt.int(x.dst_suspicious) }), el("td", { class: "num", text: fmt.score(x.src_worst_score) }),
+          el("td", { class: "num", text: fmt.score(x.dst_worst_score) }), el("td", { class: "num", text: fmt.int(x.n_incidents) }),
+          el("td", { class: "num", text: x.max_severity ?? "" })));
+      }
+      const vb = document.querySelector("#host-verdicts tbody");
+      for (const v of d.history.verdicts) {
+        vb.append(el("tr", { "data-id": v.id }, el("td", { text: v.when }), el("td", { text: v.who }),
+          el("td", { class: `sev${v.sev}`, text: SEV[v.sev] }), el("td", { text: `${v.sip} → ${v.dip}:${v.dport}/${v.proto}` }),
+          el("td", {}, el("a", { href: `/days/${v.day}`, text: v.day }))));
+      }
+      if (!d.history.verdicts.length) vb.append(el("tr", {}, el("td", { colspan: 5, class: "hint", text: "No verdicts on its connections." })));
+      unreadableNote("host-unreadable", d.history.unreadable);
+      document.getElementById("host-history").dataset.state = "loaded";
+    } catch (e) { summary.textContent = e.message; summary.className = "error"; }
+  }
+
+  const pages = { incidents: incidentsPage, incident: incidentPage, host: hostPage, allowlist: allowlistPage, verdicts: verdictsPage, days: daysPage, suspicious: suspiciousPage, connection: connectionPage, network: networkPage, model: modelPage, ingest: ingestPage };
   return { start: () => (pages[body.dataset.page] || (() => {}))() };
 })();
 
