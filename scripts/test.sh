@@ -19,7 +19,9 @@ rc=0
 build_log=test-output/build-images.log
 bash scripts/build-images.sh >"$build_log" 2>&1 &
 build_pid=$!
-phase unit -m "not docker and not browser" tests || rc=1
+# Two workers, a test file each at a time: most unit tests wait on a JVM, a subprocess or HDFS
+# for part of their time, so two share the two cores well (each worker has its own Spark).
+phase unit -m "not docker and not browser" -n 2 --dist loadfile --durations=25 tests || rc=1
 phase browser -m browser tests || rc=1
 build_start=$SECONDS
 if wait "$build_pid"; then

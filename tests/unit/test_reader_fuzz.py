@@ -90,8 +90,12 @@ def _decoded(line: bytes) -> str:
 
 
 def _int(text: str):
+    """The integer a field holds; None for no integer or one beyond 64 bits (the reader's longs)."""
     t = text.strip(" ")
-    return int(t.split(".")[0]) if INTEGER.match(t) else None
+    if not INTEGER.match(t) or len(t.split(".")[0].lstrip("+-0")) > 19:
+        return None
+    n = int(t.split(".")[0])
+    return n if -2**63 <= n < 2**63 else None
 
 
 def _cic_key(values: dict) -> tuple:
