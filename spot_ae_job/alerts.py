@@ -29,8 +29,8 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from spot_ae_job import allowlist, fsutil, verdicts
-from spot_ae_job.layout import ALLOWLISTED
-from spot_ae_job.schema import PROTO_NUMBERS, SCHEMA_VERSION, scored_results_location
+from spot_ae_job.layout import ALLOWLISTED, Day, Layout
+from spot_ae_job.schema import PROTO_NUMBERS, SCHEMA_VERSION
 
 ECS_VERSION = "8.11.0"
 ALERT_ID = "alert_id"
@@ -39,15 +39,15 @@ _EXPL = re.compile(r"^expl(\d+)_(feature|value)$")
 
 
 def alerts_location(day: str, huser: str) -> str:
-    return f"{scored_results_location(day, huser)}/alerts"
+    return Layout(huser).results(Day.parse(str(day))).alerts
 
 
 def held_location(day: str, huser: str) -> str:
-    return f"{scored_results_location(day, huser)}/{allowlist.HELD}"
+    return Layout(huser).results(Day.parse(str(day))).alerts_allowlisted
 
 
 def summary_location(day: str, huser: str) -> str:
-    return f"{scored_results_location(day, huser)}/alerts_summary.json"
+    return Layout(huser).results(Day.parse(str(day))).alerts_summary
 
 
 # ---- Community ID v1 ------------------------------------------------------------------------

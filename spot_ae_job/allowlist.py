@@ -39,13 +39,12 @@ import numpy as np
 import pandas as pd
 
 from spot_ae_job.errors import SpotAEError
-from spot_ae_job.layout import ALLOWLIST_DIR, ALLOWLISTED, Day, is_day
+from spot_ae_job.layout import ALLOWLIST_DIR, ALLOWLISTED, SCORED_RESULTS, Day, DayResults, flow_relative, is_day
 from spot_ae_job.schema import PROTO_NUMBERS
 
 log = logging.getLogger(__name__)
 
 RULES, REMOVED, AUDIT = f"{ALLOWLIST_DIR}/rules", f"{ALLOWLIST_DIR}/removed", f"{ALLOWLIST_DIR}/audit"
-ALERTS, HELD = "alerts", "alerts_allowlisted"  # a day's live alerts and the ones rules hold back
 MAX_WHY = 500
 _HOURS = re.compile(r"\A([01][0-9]|2[0-3]):([0-5][0-9])-([01][0-9]|2[0-3]|24):([0-5][0-9])\Z")
 _PORTS = re.compile(r"\A([0-9]{1,5})(?:-([0-9]{1,5}))?\Z")
@@ -401,11 +400,11 @@ def _lines(storage, rel: str) -> list[str]:
     return [x for x in storage.read(rel).decode("utf-8").splitlines() if x.strip()]
 
 
-def _alert_dirs(storage, day_dir: str) -> list[str]:
-    """The day's alert directories relative to ALERTS/HELD: "" and each streamed batch=N."""
+def _alert_dirs(storage, paths: DayResults) -> list[str]:
+    """The day's alert directories relative to alerts/ and alerts_allowlisted/: "" and each streamed batch=N."""
     subs = {""}
-    for top in (ALERTS, HELD):
-        subs |= {e.name for e in storage.list(f"{day_dir}/{top}") if e.is_dir and e.name.startswith("batch=")}
+    for top in (paths.alerts, paths.alerts_allowlisted):
+        subs |= {e.name for e in storage.list(top) if e.is_dir and e.name.startswith("batch=")}
     return sorted(subs)
 
 
@@ -428,11 +427,11 @@ def reapply_day(storage, day: str, rules: list[Rule]) -> dict:
     Per part file the held copy is written first and the live file second, so a failure between
     the two leaves a document in both places, never in neither; a re-run (documents are deduplicated
     by alert id) finishes the move."""
-    day_dir = f"scored_results/{day}"
+    paths = flow_relative(day)
     suppressed = restored = live_n = 0
     held_by: Counter = Counter()
-    for sub in _alert_dirs(storage, day_dir):
-        live_dir, held_dir = "/".join(x for x in (day_dir, ALERTS, sub) if x), "/".join(x for x in (day_dir, HELD, sub) if x)
+    for sub in _alert_dirs(storage, paths):
+        live_dir, held_dir = "/".join(x for x in (paths.alerts, sub) if x), "/".join(x for x in (paths.alerts_allowlisted, sub) if x)
         names = {**_parts(storage, live_dir), **_parts(storage, held_dir)}
         for name in sorted(names):
             lrel, hrel = f"{live_dir}/{name}", f"{held_dir}/{name}"
@@ -459,7 +458,7 @@ def reapply_day(storage, day: str, rules: list[Rule]) -> dict:
                 storage.write_atomic(hrel, "".join(x + "\n" for x in new_held).encode("utf-8"))
             if new_live != live:
                 storage.write_atomic(lrel, "".join(x + "\n" for x in new_live).encode("utf-8"))
-    summary_rel = f"{day_dir}/alerts_summary.json"
+    summary_rel = paths.alerts_summary
     if storage.stat(summary_rel) is not None:
         summ = json.loads(storage.read(summary_rel))
         if isinstance(summ, dict):
@@ -472,8 +471,8 @@ def reapply_day(storage, day: str, rules: list[Rule]) -> dict:
 def reapply(storage, rules: list[Rule], days: list[str] | None = None) -> dict[str, dict]:
     """`reapply_day` on every scored day that has alerts (or the days given)."""
     if days is None:
-        days = [e.name for e in storage.list("scored_results") if e.is_dir and is_day(e.name)
-                and (storage.stat(f"scored_results/{e.name}/{ALERTS}") or storage.stat(f"scored_results/{e.name}/{HELD}"))]
+        days = [e.name for e in storage.list(SCORED_RESULTS) if e.is_dir and is_day(e.name)
+                and (storage.stat(flow_relative(e.name).alerts) or storage.stat(flow_relative(e.name).alerts_allowlisted))]
     return {d: reapply_day(storage, d, rules) for d in sorted(days)}
 
 

@@ -33,6 +33,7 @@ ALLOWLISTED = "allowlisted"  # the id of the allow-list rule covering a flow (co
 INCIDENT_ID = "incident_id"  # incidents.py: the incident a suspicious flow belongs to
 
 ALLOWLIST_DIR = "allowlist"  # under flow/, beside verdicts/
+SCORED_RESULTS = "scored_results"  # under flow/: one directory per scored day
 
 _DAY = re.compile(r"([0-9]{4})([0-9]{2})([0-9]{2})")  # ASCII digits only (\d would take other scripts' digits)
 
@@ -136,6 +137,18 @@ class DayResults:
         return f"{self.root}/stream"
 
     @property
+    def stream_suspicious(self) -> str:  # suspicious/batch=<id>/: a batch's flagged flows, in Spot's columns
+        return f"{self.stream}/suspicious"
+
+    @property
+    def stream_all_scores(self) -> str:  # all_scores/batch=<id>/: every flow of a batch with its score
+        return f"{self.stream}/all_scores"
+
+    @property
+    def stream_rejected(self) -> str:  # rejected/batch=<id>/
+        return f"{self.stream}/rejected"
+
+    @property
     def stream_run_json(self) -> str:  # the streaming scorer's run.json: the model of its latest batch
         return f"{self.stream}/run.json"
 
@@ -153,6 +166,11 @@ class DayResults:
 
     def tmp(self, name: str) -> str:
         return f"{self.root}/_{name}_tmp"
+
+
+def flow_relative(day: Day | str) -> DayResults:
+    """A day's result paths relative to `{huser}/flow`, the root of the OA's storage."""
+    return DayResults(f"{SCORED_RESULTS}/{day if isinstance(day, Day) else Day.parse(day)}")
 
 
 @dataclass(frozen=True)
@@ -190,7 +208,7 @@ class Layout:
 
     @property
     def scored_results(self) -> str:
-        return f"{self.flow}/scored_results"
+        return f"{self.flow}/{SCORED_RESULTS}"
 
     @property
     def verdicts(self) -> str:

@@ -162,23 +162,23 @@ class BatchScorer:
 
     def _write_day(self, spark, scored: DataFrame, rejects: DataFrame, model: AEModel, day: str,
                    batch_id: int, n_rejected: int) -> None:
-        out = stream_location(day, self.huser)
+        paths = Layout(self.huser).results(Day.parse(day))
         name = f"batch={batch_id}"
         # all_scores first, suspicious last: the OA lists suspicious/, so a batch shows there only
         # once everything else of it is in place.
-        scored.write.mode("overwrite").parquet(f"{out}/all_scores/{name}")
+        scored.write.mode("overwrite").parquet(f"{paths.stream_all_scores}/{name}")
         if n_rejected:
-            rejects.write.mode("overwrite").parquet(f"{out}/rejected/{name}")
+            rejects.write.mode("overwrite").parquet(f"{paths.stream_rejected}/{name}")
         else:
-            fsutil.delete(spark, f"{out}/rejected/{name}")  # a crashed attempt may have left one
+            fsutil.delete(spark, f"{paths.stream_rejected}/{name}")  # a crashed attempt may have left one
         flagged = scored.where("suspicious")
         flagged.select(*RESULT_COLUMNS, MODEL_VERSION, BATCH_ID).coalesce(1) \
-            .write.mode("overwrite").parquet(f"{out}/suspicious/{name}")
+            .write.mode("overwrite").parquet(f"{paths.stream_suspicious}/{name}")
         _write_alerts(spark, flagged, model, day, self.huser, batch_id)
         touched = incidents.extend_stream(spark, scored, model, day, self.huser, batch_id, progress=self.say)
         facts = model_facts(model, Day.parse(day), model.threshold,
                             {"threshold_mode": model.meta.get("threshold_mode"), "threshold_value": model.meta.get("threshold_value")})
-        fsutil.write_text(spark, Layout(self.huser).results(Day.parse(day)).stream_run_json,
+        fsutil.write_text(spark, paths.stream_run_json,
                           json.dumps({**facts, "streamed": True, "last_batch": batch_id,
                                       "incidents": touched}, indent=2))
 

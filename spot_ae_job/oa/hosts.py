@@ -13,19 +13,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from spot_ae_job.layout import Day, DayResults, Layout, is_day
-
-# the storage of the OA is rooted at {huser}/flow: layout's paths relative to that
-_FLOW = Layout("").flow + "/"
-
-
-def day_paths(day: str) -> DayResults:
-    """The day's result paths (layout.DayResults) relative to the OA's storage root."""
-    return DayResults(Layout("").results(Day.parse(day)).root.removeprefix(_FLOW))
-
-
-def hosts_rel(day: str) -> str:
-    return day_paths(day).hosts
+from spot_ae_job.layout import SCORED_RESULTS, flow_relative, is_day
 
 
 def host_history(results, ip: str) -> dict:
@@ -36,9 +24,8 @@ def host_history(results, ip: str) -> dict:
     cannot be read is listed in `unreadable`, never skipped silently."""
     ip = str(ipaddress.ip_address(ip))  # ValueError: not an address (the caller answers 400)
     days, unreadable = [], []
-    root = hosts_rel("19700101").split("/", 1)[0]  # scored_results
-    for d in sorted(e.name for e in results.storage.list(root) if e.is_dir and is_day(e.name)):
-        rel = hosts_rel(d)
+    for d in sorted(e.name for e in results.storage.list(SCORED_RESULTS) if e.is_dir and is_day(e.name)):
+        rel = flow_relative(d).hosts
         if results.storage.stat(rel) is None:
             continue
         for part in results._parts(rel):

@@ -20,8 +20,8 @@ import pyarrow.parquet as pq
 
 from spot_ae_job import verdicts as verdict_store
 from spot_ae_job.errors import SpotAEError
-from spot_ae_job.layout import INCIDENT_ID, RANK, SCORE
-from spot_ae_job.oa.hosts import day_paths, host_history
+from spot_ae_job.layout import INCIDENT_ID, RANK, SCORE, flow_relative
+from spot_ae_job.oa.hosts import host_history
 from spot_ae_job.oa.query import paged
 from spot_ae_job.oa.results import BadData, NotFound, Unprocessable, _is_ip, _json_object, _text, _why
 
@@ -105,7 +105,7 @@ class Incidents:
     def day(self, day: str) -> DayIncidents | None:
         """The day's incidents (None: the day has none written, e.g. scored before incidents
         existed, or by the stream only), re-read only when its part files change."""
-        p = day_paths(day)
+        p = flow_relative(day)
         listing = tuple((d, e.name, e.mtime_ms, e.size) for d in (p.incidents, p.incident_members) for e in self.storage.list(d))
         if not any(x[0] == p.incidents for x in listing):
             return None

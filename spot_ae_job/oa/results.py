@@ -35,16 +35,12 @@ import pyarrow.parquet as pq
 from spot_ae_job import allowlist
 from spot_ae_job import verdicts as verdict_store
 from spot_ae_job.errors import SpotAEError
-from spot_ae_job.layout import ALLOWLISTED, MODEL_VERSION, RANK, SCORE
+from spot_ae_job.layout import ALLOWLISTED, MODEL_VERSION, RANK, SCORE, SCORED_RESULTS, DayResults, flow_relative, is_day
 from spot_ae_job.oa.ingest_summary import read_summary
-from spot_ae_job.oa.validate import DAY_RE
 from spot_ae_job.schema import EXPLANATION_FIELDS, FEEDBACK_COLUMNS, FLOW_FIELDS, RESULT_COLUMNS
 from spot_ae_job.storage import Entry, StorageError, write_lock
 
 log = logging.getLogger("spot_ae_job.oa")
-
-STREAM_SUSPICIOUS = "stream/suspicious"
-STREAM_ALL_SCORES = "stream/all_scores"
 
 # floats as float64: the CSV text is the value (a float32 round trip would add noise digits)
 _ARROW = {"string": pa.string(), "bigint": pa.int64(), "int": pa.int32(), "float": pa.float64(), "double": pa.float64()}
@@ -186,10 +182,10 @@ class Results:
 
     # -- days ------------------------------------------------------------------------------
     @staticmethod
-    def _day_dir(day: str) -> str:
-        if not DAY_RE.match(day):  # second line of defence: callers validate first
+    def _paths(day: str) -> DayResults:
+        if not is_day(day):  # second line of defence: callers validate first
             raise ValueError(f"bad day {day!r}")
-        return f"scored_results/{day}"
+        return flow_relative(day)
 
     def days(self) -> list[dict]:
         """Days that have a results file, newest first, with run.json's counts when present.
@@ -197,11 +193,11 @@ class Results:
         A day whose run.json (or directory) cannot be read is still listed, with its `problem`:
         one bad day must not hide the others."""
         out = []
-        for e in self.storage.list("scored_results"):
-            if not (e.is_dir and DAY_RE.match(e.name)):
+        for e in self.storage.list(SCORED_RESULTS):
+            if not (e.is_dir and is_day(e.name)):
                 continue
             try:
-                csv_entry = self.storage.stat(f"scored_results/{e.name}/scores/flow_results.csv")
+                csv_entry = self.storage.stat(flow_relative(e.name).scores_csv)
                 streamed = bool(self._stream_entries(e.name))
             except StorageError as err:
                 out.append({"day": e.name, "problem": _why(err)})
@@ -210,7 +206,7 @@ class Results:
                 continue
             problem = None
             try:
-                run = self._run_json(e.name) if csv_entry is not None else self._run_json(e.name, "stream/run.json")
+                run = self._run_json(e.name) if csv_entry is not None else self._run_json(e.name, flow_relative(e.name).stream_run_json)
             except (BadData, StorageError) as err:
                 run, problem = {}, _why(err)
             item = {
@@ -228,16 +224,15 @@ class Results:
         return sorted(out, key=lambda d: d["day"], reverse=True)
 
     def has_day(self, day: str) -> bool:
-        return self.storage.stat(f"{self._day_dir(day)}/scores/flow_results.csv") is not None \
+        return self.storage.stat(self._paths(day).scores_csv) is not None \
             or bool(self._stream_entries(day))
 
     def _stream_entries(self, day: str) -> list[Entry]:
-        return [e for e in self.storage.list(f"{self._day_dir(day)}/{STREAM_SUSPICIOUS}")
+        return [e for e in self.storage.list(self._paths(day).stream_suspicious)
                 if e.is_dir and e.name.startswith("batch=")]
 
-    def _committed_batch_dirs(self, day: str, sub: str) -> list[str]:
-        """Relative paths of the streamed batch directories of `sub` that Spark has committed."""
-        root = f"{self._day_dir(day)}/{sub}"
+    def _committed_batch_dirs(self, root: str) -> list[str]:
+        """Relative paths of the streamed batch directories under `root` that Spark has committed."""
         return [f"{root}/{e.name}" for e in self.storage.list(root)
                 if e.is_dir and e.name.startswith("batch=") and self.storage.stat(f"{root}/{e.name}/_SUCCESS") is not None]
 
@@ -247,7 +242,7 @@ class Results:
 
     def _streamed(self, day: str, entries: list[Entry]) -> pd.DataFrame | None:
         """The flagged flows of every committed streamed batch of the day (each parsed once)."""
-        root = f"{self._day_dir(day)}/{STREAM_SUSPICIOUS}"
+        root = self._paths(day).stream_suspicious
         frames, keep = [], set()
         for e in entries:
             key = (day, e.name, e.mtime_ms)
@@ -275,15 +270,16 @@ class Results:
             return None
         return pd.concat(frames, ignore_index=True)
 
-    def _run_json(self, day: str, name: str = "run.json") -> dict:
-        rel = f"{self._day_dir(day)}/{name}"
+    def _run_json(self, day: str, rel: str | None = None) -> dict:
+        """The day's run.json (or the one at `rel`, e.g. the stream's); {} when there is none."""
+        rel = rel or self._paths(day).run_json
         if self.storage.stat(rel) is None:
             return {}
         return _json_object(self.storage.read(rel), f"run.json of {day}")
 
     # -- suspicious connects -----------------------------------------------------------------
     def table(self, day: str) -> pd.DataFrame:
-        rel = f"{self._day_dir(day)}/scores/flow_results.csv"
+        rel = self._paths(day).scores_csv
         st = self.storage.stat(rel)
         entries = self._stream_entries(day) if st is None else []
         if st is None and not entries:
@@ -337,9 +333,9 @@ class Results:
     def connection(self, day: str, sip: str, dip: str) -> tuple[list[dict], list[dict]]:
         """Every flow of the day between two IPs, both directions, from all_scores/ Parquet; and the
         part files that could not be read (each fails alone and is listed, never silently skipped)."""
-        parts = self._parts(f"{self._day_dir(day)}/all_scores")
+        parts = self._parts(self._paths(day).all_scores)
         if not parts:  # no batch run: the streamed flows
-            for d in self._committed_batch_dirs(day, STREAM_ALL_SCORES):
+            for d in self._committed_batch_dirs(self._paths(day).stream_all_scores):
                 parts += self._parts(d)
         if not parts:
             raise NotFound(f"no all_scores for {day}")
@@ -404,7 +400,7 @@ class Results:
             if self._stream_entries(day):  # scored by the stream only so far: its run.json names the model
                 t = self.table(day)
                 versions = sorted(set(t[MODEL_VERSION].dropna())) if MODEL_VERSION in t else []
-                srun = self._run_json(day, "stream/run.json")
+                srun = self._run_json(day, self._paths(day).stream_run_json)
                 return {"model": "ae", "higher_is_suspicious": True, **srun, "day": day,
                         "model_version": versions[-1] if versions else srun.get("model_version"),
                         "model_versions": versions, "streamed": True, "suspicious": int(len(t))}
@@ -416,7 +412,7 @@ class Results:
 
     # -- feedback ----------------------------------------------------------------------------
     def _feedback_rel(self, day: str) -> str:
-        return f"{self._day_dir(day)}/feedback/ml_feedback.csv"
+        return self._paths(day).feedback_csv
 
     def feedback(self, day: str) -> list[dict]:
         rel = self._feedback_rel(day)
@@ -507,31 +503,41 @@ class Results:
                 unreadable.append({"file": rel, "reason": _why(err)})
         return out, unreadable
 
+    def _alert_counts(self, key: str) -> tuple[dict[str, list[dict]], list[dict]]:
+        """id -> [{day, n, model_version, created}] from the `key` map (id -> alerts) of every
+        day's alerts_summary.json, and the summaries that cannot be read (each listed, the rest kept)."""
+        out: dict[str, list[dict]] = {}
+        unreadable = []
+        for e in self.storage.list(SCORED_RESULTS):
+            if not (e.is_dir and is_day(e.name)):
+                continue
+            rel = flow_relative(e.name).alerts_summary
+            try:
+                if self.storage.stat(rel) is None:
+                    continue
+                summ = _json_object(self.storage.read(rel), f"alerts_summary.json of {e.name}")
+                per = summ.get(key) or {}
+                if not isinstance(per, dict):
+                    raise BadData(f"{key} is not an object")
+                counts = {str(i): int(n) for i, n in per.items()}
+            except (BadData, StorageError, ValueError, TypeError) as err:
+                unreadable.append({"file": rel, "reason": _why(err)})
+                continue
+            for i, n in counts.items():
+                out.setdefault(i, []).append({"day": e.name, "n": n, "model_version": _scalar(summ.get("model_version")),
+                                              "created": _scalar(summ.get("created"))})
+        return out, unreadable
+
     def verdicts_overview(self, now: dt.datetime | None = None) -> dict:
         """Every verdict with what it changed: whether it is in force, and the alerts it
         suppressed in each run (from each day's alerts_summary.json); precision per model.
         Files that cannot be read are listed under `unreadable` and leave the rest alone."""
         allv, unreadable = self.all_verdicts()
         live = {v["id"] for v in verdict_store.in_force(allv, now)}
-        suppressed: dict[str, list[dict]] = {}
-        for e in self.storage.list("scored_results"):
-            if not (e.is_dir and DAY_RE.match(e.name)):
-                continue
-            rel = f"scored_results/{e.name}/alerts_summary.json"
-            try:
-                if self.storage.stat(rel) is None:
-                    continue
-                summ = _json_object(self.storage.read(rel), f"alerts_summary.json of {e.name}")
-                per = summ.get("suppressed_by_verdict") or {}
-                if not isinstance(per, dict):
-                    raise BadData("suppressed_by_verdict is not an object")
-                runs = {str(vid): int(n) for vid, n in per.items()}
-            except (BadData, StorageError, ValueError, TypeError) as err:
-                unreadable.append({"file": rel, "reason": _why(err)})
-                continue
-            for vid, n in runs.items():
-                suppressed.setdefault(vid, []).append({"day": e.name, "model_version": _scalar(summ.get("model_version")),
-                                                       "created": _scalar(summ.get("created")), "suppressed": n})
+        per_run, bad = self._alert_counts("suppressed_by_verdict")
+        unreadable += bad
+        suppressed = {vid: [{"day": r["day"], "model_version": r["model_version"], "created": r["created"], "suppressed": r["n"]}
+                            for r in runs] for vid, runs in per_run.items()}
         rows = []
         for v in sorted(allv, key=lambda v: (v["when"], v["id"]), reverse=True):
             runs = suppressed.get(v["id"], [])
@@ -596,19 +602,9 @@ class Results:
         """Every rule (removed ones too) with the alerts it holds now on each day, and the audit."""
         store = self.allowlist_store()
         rules, removed, unreadable = store.all_rules()
-        held: dict[str, list[dict]] = {}
-        for e in self.storage.list("scored_results"):
-            if not (e.is_dir and DAY_RE.match(e.name)):
-                continue
-            rel = f"scored_results/{e.name}/alerts_summary.json"
-            try:
-                if self.storage.stat(rel) is None:
-                    continue
-                per = _json_object(self.storage.read(rel), f"alerts_summary.json of {e.name}").get("allowlisted_by_rule") or {}
-                for rid, n in (per.items() if isinstance(per, dict) else []):
-                    held.setdefault(str(rid), []).append({"day": e.name, "held": int(n)})
-            except (BadData, StorageError, ValueError, TypeError) as err:
-                unreadable.append({"file": rel, "reason": _why(err)})
+        per_run, bad = self._alert_counts("allowlisted_by_rule")
+        unreadable += bad
+        held = {rid: [{"day": r["day"], "held": r["n"]} for r in runs] for rid, runs in per_run.items()}
         rows = [{**r.to_json(), "describe": r.describe(), "in_force": r.id not in removed, "removed": removed.get(r.id),
                  "held_alerts": sum(x["held"] for x in held.get(r.id, [])), "held_in": held.get(r.id, [])}
                 for r in sorted(rules, key=lambda r: (r.when, r.id), reverse=True)]
