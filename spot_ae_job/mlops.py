@@ -19,8 +19,9 @@ import functools
 import json
 import math
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, NamedTuple
 
+from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.types import IntegerType, LongType
@@ -325,8 +326,16 @@ def write_results(
 
 # ------------------------------------------------------------------------------ the day, end to end
 
-def training_sets(spark: SparkSession, layout: Layout, day: Day, opts: RunOptions, say: Say = print):
-    """(model kind, training rows, held-out benign rows, training options) for the day.
+class TrainingSets(NamedTuple):
+    kind: str
+    base: DataFrame  # the rows the model trains on (feedback copies included)
+    held: DataFrame  # held-out benign rows, for the threshold only
+    options: registry.TrainOptions
+    rows: DataFrame  # the day's benign rows both come from, persisted
+
+
+def training_sets(spark: SparkSession, layout: Layout, day: Day, opts: RunOptions, say: Say = print) -> TrainingSets:
+    """(model kind, training rows, held-out benign rows, training options, their persisted source) for the day.
 
     Host context is computed over the whole day (attacks included, as scoring will see it)
     before the benign rows are kept. Flows an allow-list rule in force covers are left out of
@@ -337,7 +346,10 @@ def training_sets(spark: SparkSession, layout: Layout, day: Day, opts: RunOption
     context = kind == registry.AE_CONTEXT
     cols = FLOW_COLUMNS + (CONTEXT_COLUMNS if context else [])
     rules = allowlist.read_rules_spark(spark, layout.huser)
-    benign = benign_only(add_context(rows) if context else rows, labelled).select(*cols)
+    # Computed once: the features, the scaler, the threshold, the drift bins and the medians all
+    # read these rows, and the host context alone is dozens of Spark jobs (train_day unpersists).
+    benign = benign_only(add_context(rows) if context else rows, labelled).select(*cols) \
+        .persist(StorageLevel.MEMORY_AND_DISK)
     if rules:
         say(f"leaving out of training the flows {len(rules)} allow-list rule(s) cover")
     base, held = thresholds.split_holdout(allowlist.suppress(benign, rules, str(day)))
@@ -351,14 +363,17 @@ def training_sets(spark: SparkSession, layout: Layout, day: Day, opts: RunOption
             base = base.unionByName(fb_rows.withColumn("_k", F.explode(F.sequence(F.lit(1), F.lit(opts.dupfactor)))).drop("_k"))
         topts = dataclasses.replace(topts, extra_meta={**topts.extra_meta, "feedback_flows": 0 if fb is None else fb.count(),
                                                        "dupfactor": opts.dupfactor})
-    return kind, base, held, topts
+    return TrainingSets(kind, base, held, topts, benign)
 
 
 def train_day(spark: SparkSession, layout: Layout, day: Day, opts: RunOptions, say: Say = print):
     """Train the asked kind on the day's benign flows (plus low-risk verdicts, `dupfactor` times);
     the threshold is fitted on a held-out benign slice cut before any feedback copy joins."""
-    kind, base, held, topts = training_sets(spark, layout, day, opts, say)
-    return registry.train(kind, base, held, topts, str(day), say)
+    sets = training_sets(spark, layout, day, opts, say)
+    try:
+        return registry.train(sets.kind, sets.base, sets.held, sets.options, str(day), say)
+    finally:
+        sets.rows.unpersist()
 
 
 def score_day(spark: SparkSession, layout: Layout, day: Day, model, opts: RunOptions, say: Say = print) -> RunSummary:

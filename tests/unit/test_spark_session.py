@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from spot_ae_job.spark import local_cores
+from spot_ae_job.spark import local_cores, session
 
 
 @pytest.mark.parametrize("master, cores", [
@@ -17,6 +17,11 @@ def test_the_cores_of_a_master(master, cores):
     assert local_cores(master) == cores
 
 
-def test_the_test_session_has_the_shuffle_width_it_asked_for(spark):
-    # an explicit setting wins over the local default
-    assert spark.conf.get("spark.sql.shuffle.partitions") == "2"
+def test_a_local_session_shuffles_into_twice_its_cores_and_an_explicit_setting_wins(spark):
+    # Asked through the one builder (the running session takes the SQL settings it is given), and
+    # set back: other tests in this process share the session, and some run the CLI in-process.
+    try:
+        assert session("local[2]").conf.get("spark.sql.shuffle.partitions") == "4"
+        assert session("local[2]", extra={"spark.sql.shuffle.partitions": "3"}).conf.get("spark.sql.shuffle.partitions") == "3"
+    finally:
+        spark.conf.set("spark.sql.shuffle.partitions", "2")
