@@ -6,10 +6,20 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 mkdir -p test-output
 t0=$SECONDS
-phase() {  # phase NAME PYTEST-ARGS...: run, then print its time even when it fails
-  local name=$1 start=$SECONDS rc=0
+# CI stops the whole run at 90 minutes and then prints nothing of the phase it cut. The run keeps to
+# a budget of its own instead (SPOT_AE_TEST_BUDGET seconds, default 85 min less make setup's ~2):
+# a phase still running when it is spent gets SIGINT, so pytest prints what passed, what failed
+# and what it was waiting on, and the run fails with its figures.
+budget=${SPOT_AE_TEST_BUDGET:-4980}
+phase() {  # phase NAME PYTEST-ARGS...: run within what is left of the budget; print its time even when it fails
+  local name=$1 start=$SECONDS rc=0 left
   shift
-  .venv/bin/pytest "$@" || rc=$?
+  left=$((budget - (SECONDS - t0)))
+  if ((left < 60)); then
+    echo "phase $name: not run, the test budget (${budget} s) is spent"; return 1
+  fi
+  timeout --signal=INT --kill-after=60 "$left" .venv/bin/pytest "$@" || rc=$?
+  ((rc == 124)) && echo "phase $name: stopped at the test budget (${budget} s)"
   echo "phase $name: $((SECONDS - start)) s (exit $rc)"
   return $rc
 }
@@ -29,6 +39,6 @@ if wait "$build_pid"; then
 else
   echo "images: building failed (log: $build_log)"; tail -20 "$build_log"; rc=1
 fi
-phase docker -m docker -rP --durations=0 -n 2 --dist loadgroup tests || rc=1
+phase docker -m docker -v -rP --durations=0 -n 2 --dist loadgroup tests || rc=1  # -v: each test's outcome as it ends
 echo "total: $((SECONDS - t0)) s"
 exit $rc
