@@ -108,17 +108,27 @@ def sessions(flows: DataFrame, gap: int = GAP_SECONDS) -> DataFrame:
     return rows.select(ALERT_ID, "host", "node", F.min(TS).over(span).alias("first"), F.max(TS).over(span).alias("last"))
 
 
+def _cut(df: DataFrame) -> DataFrame:
+    """`df` computed now and cut from its plan, with no size estimate carried over. Spark's
+    localCheckpoint keeps the estimate of the plan it replaces, and a join's estimate is the
+    product of its sides': round after round the labels' estimate grew as a power tower, and on a
+    dense day (one incident over 1,000 hosts) the driver ran out of heap computing it."""
+    c = df.localCheckpoint()
+    spark = df.sparkSession
+    return DataFrame(spark._jsparkSession.createDataFrame(c._jdf.rdd(), c._jdf.schema()), spark)
+
+
 def components(edges: DataFrame, max_rounds: int = MAX_ROUNDS) -> DataFrame:
     """Undirected edges (a, b) -> (node, comp), comp = the smallest node name of its component.
 
     Min-label propagation with pointer jumping: each round a node takes the smallest label among
     itself and its neighbours, then the label of its label. At the fixed point every node of a
-    component holds the component's minimum. Each round is cut from the last (localCheckpoint),
+    component holds the component's minimum. Each round is cut from the last (`_cut`),
     so the plan does not grow with the rounds."""
     e = edges.select("a", "b").unionByName(edges.select(F.col("b").alias("a"), F.col("a").alias("b"))).distinct()
-    e = e.localCheckpoint()
-    labels = e.groupBy("a").agg(F.min("b").alias("_m")).select(
-        F.col("a").alias("node"), F.least("a", "_m").alias("comp")).localCheckpoint()
+    e = _cut(e)
+    labels = _cut(e.groupBy("a").agg(F.min("b").alias("_m")).select(
+        F.col("a").alias("node"), F.least("a", "_m").alias("comp")))
     for _ in range(max_rounds):
         nb = e.join(labels.select(F.col("node").alias("b"), F.col("comp").alias("_l")), "b") \
               .groupBy("a").agg(F.min("_l").alias("_m"))
@@ -127,7 +137,7 @@ def components(edges: DataFrame, max_rounds: int = MAX_ROUNDS) -> DataFrame:
         jump = step.join(step.select(F.col("node").alias("comp"), F.col("comp").alias("_j")), "comp", "left") \
                    .select("node", F.least("comp", F.coalesce("_j", "comp")).alias("comp"))
         # one job per round: the new labels beside the old, cut from the plan; the count reads that
-        both = jump.join(labels.withColumnRenamed("comp", "_old"), "node").localCheckpoint()
+        both = _cut(jump.join(labels.withColumnRenamed("comp", "_old"), "node"))
         labels = both.select("node", "comp")
         if both.where(F.col("comp") != F.col("_old")).isEmpty():
             return labels

@@ -230,3 +230,17 @@ def test_a_hosts_history_across_days_for_the_oa(spark, day_run, tmp_path):
     assert host_history(Results(storage), "192.168.5.5")["days"][-1]["n_incidents"] == 0
     with pytest.raises(ValueError):
         host_history(Results(storage), "not-an-ip")
+
+
+def test_a_long_chain_joins_into_one_component_without_the_plan_estimate_growing_round_by_round(spark):
+    """A path whose names alternate ends takes several rounds; each round's labels must not carry
+    the previous rounds' size estimate (it multiplied per join: a dense day's grouping once ran
+    the driver out of heap computing it)."""
+    n = 400
+    order = [i // 2 if i % 2 == 0 else n - 1 - i // 2 for i in range(n)]  # 0, 399, 1, 398, ...: min at one end
+    names = [f"h{v:04d}" for v in order]
+    edges = spark.createDataFrame(list(zip(names, names[1:])), "a string, b string")
+    labels = incidents.components(edges)
+    assert {r["comp"] for r in labels.collect()} == {"h0000"} and labels.count() == n
+    estimate = labels._jdf.queryExecution().optimizedPlan().stats().sizeInBytes()
+    assert int(estimate).bit_length() <= 64, f"a size estimate of {int(estimate).bit_length()} bits"
