@@ -63,7 +63,7 @@ def received(compose: str) -> list[str]:
     text = sh(f"{compose} exec -T rsyslog cat /var/log/spot-ae/alerts.log", check=False).stdout
     ids = []
     for line in text.splitlines():
-        m = re.match(r'^alert \[spot-ae@32473 alert_id="([0-9a-f]+)" day="(\d{8})" [^\]]*\]\s+(\{.*\})$', line.strip())
+        m = re.match(r'^alert \[spot-ae@32473 alert_id="([0-9a-f]+(?:-[0-9]+)?)" day="(\d{8})" [^\]]*\]\s+(\{.*\})$', line.strip())
         assert m, line
         assert json.loads(m.group(3))["event"]["id"] == m.group(1)
         ids.append(m.group(1))
@@ -80,8 +80,11 @@ def test_rsyslog_receives_every_alert_of_a_run_exactly_once(rsyslog, tmp_path, d
     r = job("ml-ops", DAY, "flow", "--huser", huser, "--epochs", "1", "--master", "local[2]", "--forward-config", str(cfg))
     assert re.search(rf"{DAY} -> rsyslog \(syslog/tcp\): [1-9][0-9]* sent", r.stdout), r.stdout[-2000:]
 
-    alerts_dir = tmp_path / "user/spot/flow/scored_results" / DAY / "alerts"
-    written = [json.loads(x)["event"]["id"] for f in sorted(alerts_dir.glob("part-*")) for x in f.read_text().splitlines() if x]
+    # the forwarder sends the day's alerts, then its incidents (an incident's id is "<incident>-<flows>")
+    day_dir = tmp_path / "user/spot/flow/scored_results" / DAY
+    written = [json.loads(x)["event"]["id"] for d in ("alerts", "incidents_ecs")
+               for f in sorted((day_dir / d).glob("part-*")) for x in f.read_text().splitlines() if x]
+    assert any("-" in i for i in written) and any("-" not in i for i in written), written[:5]
     got = received(compose)
     assert sorted(got) == sorted(written) and len(got) == len(set(got)) > 0
 
