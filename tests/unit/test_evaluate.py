@@ -187,6 +187,17 @@ def test_day_spellings_resolve_to_the_days_present():
         evaluate.resolve_day("2018-03-09", days)
 
 
+def test_a_date_two_files_carry_is_one_day_per_file_unless_pooled(spark):
+    df = spark.createDataFrame([("2018-02-20 10:00:00", "a.csv"), ("2018-02-20 11:00:00", "b.csv"),
+                                ("2018-02-21 10:00:00", "a.csv"), (None, "c.csv")], "treceived string, source_file string")
+    split = [r[evaluate.DAY] for r in evaluate.with_day(df).collect()]
+    assert split == ["a.csv:2018-02-20", "b.csv:2018-02-20", "2018-02-21", "file:c.csv"]
+    pooled = [r[evaluate.DAY] for r in evaluate.with_day(df, split_files=False).collect()]
+    assert pooled == ["2018-02-20", "2018-02-20", "2018-02-21", "file:c.csv"]
+    assert evaluate.parser().parse_args([]).split_files and not evaluate.parser().parse_args(["--pool-files"]).split_files
+    assert evaluate.paper_key("a.csv:2018-02-20") == "02-20"
+
+
 def test_attempted_rows_can_count_as_benign_or_be_left_out(spark):
     df = spark.createDataFrame([(True, 3), (True, -1), (False, -1), (True, None)],
                                "is_attack boolean, attempted_category int")
