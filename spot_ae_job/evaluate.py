@@ -147,9 +147,10 @@ def with_day(flows: DataFrame, split_files: bool = True) -> DataFrame:
     A date that rows of more than one input file carry becomes one day per file, `NAME:DATE`
     (unless `split_files` is False): different files are different captures, often different
     CICFlowMeter extractions and layouts, and pooling them puts one capture's artefacts among the
-    other's benign flows. On the shared excerpts, pooling 20/02 put 23 benign rows without IPs or
-    source ports (mahdi's sample) among the IP-carrying excerpt's, and they alone pushed the
-    context model's recall at 5% benign FPR on LOIC-HTTP from 0.97 to 0.06 (docs/evaluation.md)."""
+    other's benign flows. On the shared excerpts, pooling 20/02 put 23 benign rows of cstub's
+    validation file (no IPs, no source port: it counts as 0) among the IP-carrying excerpt's, and
+    they alone took the context model's recall at 5% benign FPR on LOIC-HTTP from 0.97 to 0.06
+    (docs/evaluation.md)."""
     dated = F.col("treceived").isNotNull()
     date = F.substring(F.col("treceived"), 1, 10)
     day = F.when(dated, date).otherwise(F.concat(F.lit("file:"), F.col(SOURCE_FILE)))
