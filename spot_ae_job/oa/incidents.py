@@ -103,30 +103,44 @@ class Incidents:
         return pa.concat_tables(tables, promote_options="default")
 
     def day(self, day: str) -> DayIncidents | None:
-        """The day's incidents (None: the day has none written, e.g. scored before incidents
-        existed, or by the stream only), re-read only when its part files change."""
+        """The day's incidents: the batch run's, else the stream's as they stand after its last
+        committed batch (None: neither wrote any, e.g. a day scored before incidents existed),
+        re-read only when their files change."""
         p = flow_relative(day)
         listing = tuple((d, e.name, e.mtime_ms, e.size) for d in (p.incidents, p.incident_members) for e in self.storage.list(d))
-        if not any(x[0] == p.incidents for x in listing):
-            return None
+        streamed = not any(x[0] == p.incidents for x in listing)
+        if streamed:  # a batch run re-groups the whole day; until there is one, the stream's incidents
+            listing = tuple((d, e.name, e.mtime_ms, e.size) for d in (p.stream_incidents, p.stream_incident_members)
+                            for e in self.storage.list(d))
+            if not listing:
+                return None
+            # the members' ranks come from the streamed list, which grows with every batch
+            listing += tuple((p.stream_suspicious, e.name, e.mtime_ms, e.size) for e in self.storage.list(p.stream_suspicious))
         with self._lock:
             hit = self._days.get(day)
             if hit and hit.key == listing:
                 return hit
         try:
-            t = self._read(p.incidents, "incidents")
-            if "merged_into" in t.column_names:
-                t = t.filter(pc.is_null(t["merged_into"]))
-            t = t.sort_by([("severity", "descending"), ("first_seen", "ascending"), (INCIDENT_ID, "ascending")])
-            m = self._read(p.incident_members, "incident members").sort_by([(RANK, "ascending"), ("alert_id", "ascending")])
+            if streamed:
+                got = self._streamed(day)
+                if got is None:
+                    return None
+                t, m, summary = got
+            else:
+                t = self._read(p.incidents, "incidents")
+                if "merged_into" in t.column_names:
+                    t = t.filter(pc.is_null(t["merged_into"]))
+                m = self._read(p.incident_members, "incident members")
+                summary = {}
+                if self.storage.stat(p.incidents_summary) is not None:
+                    summary = _json_object(self.storage.read(p.incidents_summary), f"incidents_summary.json of {day}")
+            t = t.sort_by([("severity", "descending"), ("first_seen", "ascending"), (INCIDENT_ID, "ascending")]).combine_chunks()
+            m = m.sort_by([(RANK, "ascending"), ("alert_id", "ascending")]).combine_chunks()
             frame, mframe = t.select(_SCALARS).to_pandas(), m.select(_MEMBER_SCALARS).to_pandas()
             hosts = pd.DataFrame({"pos": pc.list_parent_indices(t["hosts"]).to_numpy(),
                                   "ip": pc.struct_field(pc.list_flatten(t["hosts"]), "ip").to_numpy(zero_copy_only=False)})
         except (KeyError, pa.ArrowException) as err:
             raise BadData(f"the incidents of {day} do not have incidents.py's columns: {_why(err)}") from None
-        summary = {}
-        if self.storage.stat(p.incidents_summary) is not None:
-            summary = _json_object(self.storage.read(p.incidents_summary), f"incidents_summary.json of {day}")
         out = DayIncidents(listing, t, frame, hosts, m, mframe, summary)
         with self._lock:
             self._days.pop(day, None)
@@ -134,6 +148,66 @@ class Incidents:
             for d in list(self._days)[: max(0, len(self._days) - self.results._cache_days)]:
                 del self._days[d]
         return out
+
+    def _streamed(self, day: str) -> tuple[pa.Table, pa.Table, dict] | None:
+        """The stream's incidents of a day (incidents.extend_stream): each incident's row from the
+        latest committed batch that wrote it, merged ones left out; the members of every batch under
+        the id of the incident that absorbed theirs; each member's rank from the day's streamed list
+        (the stream's batches rank nothing). Only batches whose incidents and members are both
+        committed count: a batch being written or redone after a crash shows once it is done."""
+        p = flow_relative(day)
+        done = {d.rsplit("/", 1)[-1] for d in self.results._committed_batch_dirs(p.stream_incident_members)}
+        names = [d.rsplit("/", 1)[-1] for d in self.results._committed_batch_dirs(p.stream_incidents)]
+        names = [n for n in names if n in done]
+        if not names:
+            return None
+        t = pa.concat_tables([self._read(f"{p.stream_incidents}/{n}", "streamed incidents") for n in names],
+                             promote_options="default")
+        m = pa.concat_tables([self._read(f"{p.stream_incident_members}/{n}", "streamed incident members") for n in names],
+                             promote_options="default")
+        ids = t.select([INCIDENT_ID, "batch_id"]).to_pandas()
+        latest = ids.sort_values("batch_id", ascending=False, kind="stable").drop_duplicates(INCIDENT_ID).index.to_numpy()
+        t = t.take(pa.array(np.sort(latest), type=pa.int64()))
+        into = {i: j for i, j in zip(t[INCIDENT_ID].to_pylist(), t["merged_into"].to_pylist()) if j is not None}
+
+        def survivor(i):
+            for _ in range(len(into) + 1):  # a chain of merges ends at a live incident
+                if i not in into:
+                    return i
+                i = into[i]
+            return i
+
+        t = t.filter(pc.is_null(t["merged_into"]))
+        m = m.set_column(m.column_names.index(INCIDENT_ID), INCIDENT_ID,
+                         pa.array([survivor(i) for i in m[INCIDENT_ID].to_pylist()], type=pa.string()))
+        m = m.set_column(m.column_names.index(RANK), RANK, pa.array(self._list_ranks(day, m), type=pa.int64()))
+        f = t.select(["flows", "severity_level", "family"]).to_pandas()
+        summary = {"incidents": len(f), "flows": int(f["flows"].sum()), "streamed": True,
+                   "by_severity": {str(k): int(v) for k, v in f["severity_level"].value_counts().items()},
+                   "by_family": {str(k): int(v) for k, v in f["family"].value_counts().items()}}
+        return t, m, summary
+
+    def _list_ranks(self, day: str, m: pa.Table) -> list:
+        """Each member flow's rank in the day's streamed list, matched by the flow's fields (a
+        flow repeated verbatim pairs with its copies in order); None where it is not listed."""
+        text, ints = ["treceived", "sip", "dip", "proto"], ["sport", "dport", "ipkt", "ibyt", "opkt", "obyt"]
+        keys = text + ints
+        try:
+            listed = self.results.table(day)
+        except NotFound:
+            return [None] * len(m)
+
+        def keyed(df: pd.DataFrame) -> pd.DataFrame:
+            # one spelling per value whatever pandas made of the column (an int column with a null is float)
+            k = pd.DataFrame({**{c: df[c].astype("object").where(df[c].notna(), None).map(str) for c in text},
+                              **{c: pd.to_numeric(df[c], errors="coerce").round().astype("Int64").astype(str) for c in ints}})
+            k["_n"] = k.groupby(keys, sort=False).cumcount()
+            return k
+
+        mine = keyed(m.select(keys).to_pandas())
+        theirs = keyed(listed[keys]).assign(**{RANK: listed[RANK].to_numpy()})
+        got = mine.merge(theirs, on=[*keys, "_n"], how="left")[RANK]
+        return [None if v != v else int(v) for v in got.to_numpy(dtype="float64")]
 
     def need(self, day: str) -> DayIncidents:
         inc = self.day(day)

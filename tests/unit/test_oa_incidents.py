@@ -306,3 +306,50 @@ def test_a_host_has_its_day_ranking_its_incidents_and_its_history(client, built)
     assert client.get(f"/days/{DAY}/hosts/{ip}").status_code == 200
     unseen = client.get(f"/api/v1/days/{DAY}/hosts/192.0.2.77").json
     assert (unseen["ranking"], unseen["history"]["days"]) == (None, [])
+
+
+# -- a day only the stream has scored -------------------------------------------------------------
+def test_a_streamed_day_shows_its_incidents_as_they_stand_after_the_last_batch(spark, tmp_path):
+    """Three micro-batches written by the stream's own writer (results, alerts, incidents): the
+    third links two open incidents, which merge. The OA lists the incidents as they stand, with
+    every member flow (the earlier batches' under the surviving id) and each one's list rank."""
+    from pyspark.sql import functions as F
+
+    from spot_ae_job.stream import BATCH_ID, BatchScorer
+    from test_incidents import DAY as SDAY, flows
+
+    huser = tmp_path / "user" / "spot"
+    m = model("v-stream", 1.0)
+    writer = BatchScorer(f"file://{huser}", models=None, say=lambda *_: None)
+    batches = [[(0, "10.0.0.1", "10.0.0.9", 22, 2.0), (5, "10.0.2.1", "10.0.2.2", 53, 2.5)],
+               [(600, "10.0.0.1", "10.0.0.8", 22, 3.0), (610, "10.0.3.1", "10.0.3.2", 80, 2.2)],
+               [(900, "10.0.2.2", "10.0.3.1", 80, 2.1)]]
+    for b, rows in enumerate(batches):
+        scored = (flows(spark, rows, ranked=False).withColumn("y", F.lit(2023)).withColumn("m", F.lit(1))
+                  .withColumn("d", F.lit(25)).withColumn("h", F.lit(10))
+                  .withColumn("model_version", F.lit(m.version)).withColumn(BATCH_ID, F.lit(b).cast("long")))
+        writer._write_day(spark, scored, scored.limit(0), m, SDAY, b, 0)
+
+    cfg = _config()
+    cfg.huser = f"file://{huser}"
+    client = create_app(cfg).test_client()
+    login(client)
+    d = client.get(f"/api/v1/days/{SDAY}/incidents").json
+    assert d["available"] and d["total"] == 2 and d["unassigned"] == 0
+    assert d["summary"]["incidents"] == 2 and d["summary"]["flows"] == 5
+    by_host = {r["main_host"]: r for r in d["rows"]}
+    assert by_host["10.0.0.1"]["flows"] == 2
+    (merged,) = [r for r in d["rows"] if r["main_host"] != "10.0.0.1"]
+    assert merged["flows"] == 3
+    listed = client.get(f"/api/v1/days/{SDAY}/suspicious?size=50").json["rows"]
+    members = client.get(f"/api/v1/days/{SDAY}/incidents/{merged['incident_id']}/flows?size=50").json["rows"]
+    # batch 0's and batch 1's flows of the two incidents that merged, and batch 2's link
+    assert sorted((r["sip"], r["dip"]) for r in members) == [("10.0.2.1", "10.0.2.2"), ("10.0.2.2", "10.0.3.1"),
+                                                             ("10.0.3.1", "10.0.3.2")]
+    ranks = {(r["sip"], r["dip"]): r["rank"] for r in listed}
+    assert all(r["rank"] == ranks[(r["sip"], r["dip"])] for r in members)
+    assert client.get(f"/api/v1/days/{SDAY}/incidents/{merged['incident_id']}").json["incident"]["flows"] == 3
+    # each listed flow links to its incident
+    assert {(r["sip"], r["dip"]): r["incident_id"] for r in listed} == {
+        ("10.0.0.1", "10.0.0.9"): by_host["10.0.0.1"]["incident_id"], ("10.0.0.1", "10.0.0.8"): by_host["10.0.0.1"]["incident_id"],
+        **{(r["sip"], r["dip"]): merged["incident_id"] for r in members}}
