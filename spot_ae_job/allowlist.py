@@ -382,7 +382,7 @@ class Store:
         """The audit record: who, when, what, which days changed and how many alerts each rule now holds."""
         changed = [{"day": d, **c} for d, c in sorted(days.items()) if c["suppressed"] or c["restored"]]
         rec = {"action": action, "rule_id": rule_id, "rule": rule, "who": who, "when": when, "why": why,
-               "days": changed, "days_checked": len(days),
+               "days": changed, "days_checked": len(days), "regroup": regroup_days(self.storage, [c["day"] for c in changed]),
                "alerts_suppressed": sum(c["suppressed"] for c in days.values()),
                "alerts_restored": sum(c["restored"] for c in days.values()),
                "held_by_this_rule": sum(c["held_by_rule"].get(rule_id, 0) for c in days.values())}
@@ -466,6 +466,13 @@ def reapply_day(storage, day: str, rules: list[Rule]) -> dict:
             if new != summ:
                 storage.write_atomic(summary_rel, json.dumps(new, indent=2).encode("utf-8"))
     return {"suppressed": suppressed, "restored": restored, "alerts": live_n, "held_by_rule": dict(held_by)}
+
+
+def regroup_days(storage, days: list[str]) -> list[str]:
+    """Of the days whose alerts a rule change moved, those with a batch run's incidents: grouped
+    under the earlier rules until `spot-ae incidents DAY...` (Spark) groups them again. Until then
+    the OA leaves the allow-listed flows out of each incident it shows."""
+    return [d for d in days if storage.stat(flow_relative(d).incidents) is not None]
 
 
 def reapply(storage, rules: list[Rule], days: list[str] | None = None) -> dict[str, dict]:

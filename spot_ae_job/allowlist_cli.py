@@ -80,7 +80,12 @@ def _store(args) -> allowlist.Store:
 def _changed(rec: dict) -> str:
     days = ", ".join(f"{d['day']} (-{d['suppressed']}/+{d['restored']})" for d in rec["days"]) or "none"
     return (f"{rec['alerts_suppressed']} alerts suppressed, {rec['alerts_restored']} restored over "
-            f"{rec['days_checked']} scored day(s); days changed: {days}")
+            f"{rec['days_checked']} scored day(s); days changed: {days}{_regroup(rec.get('regroup') or [])}")
+
+
+def _regroup(days: list[str]) -> str:
+    """The step that brings those days' incidents in line (it needs Spark, this command does not)."""
+    return f"\nincidents of {len(days)} day(s) were grouped under the earlier rules; regroup them: spot-ae incidents {' '.join(days)}" if days else ""
 
 
 def cmd_add(args) -> int:
@@ -119,9 +124,15 @@ def cmd_remove(args) -> int:
 def cmd_apply(args) -> int:
     days = [str(Day.parse(d)) for d in args.day] if args.day else None
     store = _store(args)
+    changed = []
     for day, c in allowlist.reapply(store.storage, store.in_force(), days).items():
         print(f"{day}: {c['alerts']} alerts live, {sum(c['held_by_rule'].values())} held by allow-list rules "
               f"({c['suppressed']} newly suppressed, {c['restored']} restored)")
+        if c["suppressed"] or c["restored"]:
+            changed.append(day)
+    note = _regroup(allowlist.regroup_days(store.storage, changed)).lstrip("\n")
+    if note:
+        print(note)
     return 0
 
 

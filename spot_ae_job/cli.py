@@ -1,4 +1,4 @@
-"""`spot-ae` day commands (load-csv, train, score, ml-ops, demo, alerts, stream): parse the
+"""`spot-ae` day commands (load-csv, train, score, ml-ops, demo, alerts, incidents, stream): parse the
 arguments into a `Day`, a `Layout` and the pipeline's `RunOptions`, then call mlops.py once.
 
 The other stages' commands (ingest, oa, evaluate, cross-check) have their own modules; entry.py
@@ -121,6 +121,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("day", help="YYYYMMDD")
     p.add_argument("--forward-config", default=None, help="forwarding TOML (default $SPOT_AE_FORWARD_CONFIG; docs/alerts.md)")
 
+    p = sub.add_parser("incidents", help="group scored days' suspicious flows into incidents again, under the "
+                       "allow-list rules and verdicts in force (run after an allow-list change)")
+    _common(p)
+    p.add_argument("days", nargs="+", metavar="YYYYMMDD")
+
     p = sub.add_parser("demo", help="the whole job on the bundled CIC-IDS2018 excerpt, local Spark")
     _common(p)
     _training(p)
@@ -235,6 +240,14 @@ def cmd_alerts(args) -> int:
     return 0
 
 
+def cmd_incidents(args) -> int:
+    days = [Day.parse(d) for d in args.days]
+    spark, layout = _spark(args), _layout(args)
+    for day in days:
+        mlops.regroup_incidents(spark, layout, day, _say)
+    return 0
+
+
 def cmd_train(args) -> int:
     day = Day.parse(args.day)
     if args.model == registry.LDA_KIND:
@@ -317,7 +330,7 @@ def cmd_train_family(args) -> int:
     return 0
 
 
-COMMANDS = {"train-family": cmd_train_family, "stream": cmd_stream, "load-csv": cmd_load_csv, "train": cmd_train, "score": cmd_score, "ml-ops": cmd_ml_ops, "alerts": cmd_alerts, "demo": cmd_demo}
+COMMANDS = {"train-family": cmd_train_family, "stream": cmd_stream, "load-csv": cmd_load_csv, "train": cmd_train, "score": cmd_score, "ml-ops": cmd_ml_ops, "alerts": cmd_alerts, "incidents": cmd_incidents, "demo": cmd_demo}
 
 
 def main(argv: list[str] | None = None) -> int:

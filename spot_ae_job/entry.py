@@ -11,7 +11,7 @@ import sys
 
 MODULES = {"ingest": "spot_ae_job.ingest.cli", "oa": "spot_ae_job.oa.cli", "evaluate": "spot_ae_job.evaluate",
            "cross-check": "spot_ae_job.crosscheck", "allowlist": "spot_ae_job.allowlist_cli"}
-DAY_COMMANDS = "spot_ae_job.cli"  # load-csv, train, score, ml-ops, demo, alerts, stream
+DAY_COMMANDS = "spot_ae_job.cli"  # load-csv, train, score, ml-ops, demo, alerts, incidents, stream
 
 
 def main(argv: list[str] | None = None) -> int:

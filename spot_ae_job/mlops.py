@@ -419,3 +419,21 @@ def ml_ops(spark: SparkSession, layout: Layout, day: Day, opts: RunOptions, say:
     summary = score_day(spark, layout, day, model, opts, say)
     forward_alerts(spark, layout, day, opts, say)
     return summary
+
+
+def regroup_incidents(spark: SparkSession, layout: Layout, day: Day, say: Say = print) -> dict:
+    """Group a scored day's suspicious flows into incidents again, under the allow-list rules and
+    verdicts in force now. An allow-list change moves the day's alerts at once and without Spark
+    (allowlist.reapply); this is its incidents' half, which needs the grouping stage. The day's
+    all_scores/ and run.json say which flows were suspicious, under which model and threshold; the
+    new figures replace run.json's "incidents"."""
+    res = layout.results(day)
+    if not fsutil.exists(spark, res.run_json) or not fsutil.exists(spark, res.all_scores):
+        raise SpotAEError(f"{day} has no batch run to regroup (no run.json or all_scores/ under {res.root}); "
+                          "a day only the stream scored groups its flows batch by batch")
+    run = json.loads(fsutil.read_text(spark, res.run_json))
+    model = registry.load(spark, layout, run["model"], run["model_version"])
+    stored = spark.read.parquet(res.all_scores)
+    run["incidents"] = incidents.write_day_incidents(spark, stored, model, day, layout, float(run["threshold"]), progress=say)
+    fsutil.write_text(spark, res.run_json, json.dumps(run, indent=2))
+    return run["incidents"]

@@ -363,7 +363,7 @@ def create_app(config: OAConfig, storage=None) -> Flask:
     @login_required
     def incident_page(day, incident_id):
         day, incident_id = known_day(day), V.incident_id(incident_id)
-        incidents.need(day).position(incident_id)  # 404 for an unknown incident
+        incidents.shown(day, incidents.need(day), incident_id)  # 404 for an unknown incident, or one now all allow-listed
         return render_template("incident.html", page="incident", day=day, incident=incident_id)
 
     @app.get("/days/<day>/hosts/<ip>")

@@ -18,6 +18,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from spot_ae_job import allowlist
 from spot_ae_job import verdicts as verdict_store
 from spot_ae_job.errors import SpotAEError
 from spot_ae_job.layout import INCIDENT_ID, RANK, SCORE, flow_relative
@@ -60,6 +61,7 @@ class DayIncidents:
     mframe: pd.DataFrame
     summary: dict
     _by_rank: dict | None = None
+    _held: tuple | None = None  # (rule ids, held mask over mframe, per-incident held counts)
 
     def by_rank(self) -> dict[int, str]:
         """rank in the day's list -> incident id (made once per cached day)."""
@@ -215,12 +217,48 @@ class Incidents:
             raise NotFound(f"{day} has no incidents (scored before incidents existed, or by the stream only): use its flow list")
         return inc
 
+    def held(self, day: str, inc: DayIncidents) -> tuple[np.ndarray, dict[str, int]]:
+        """Members an allow-list rule in force covers now, and how many per incident. A rule
+        added after the day's incidents were grouped (allowlist.reapply moves their alerts at once,
+        `spot-ae incidents DAY` regroups them with Spark) must not leave its flows counted in an
+        incident meanwhile: every answer leaves them out, an incident made only of them is not
+        shown, and removing the rule brings them back. The same `allowlist.match` as the flow list."""
+        rules = self.results.allowlist_rules()
+        ids = tuple(r.id for r in rules)
+        hit = inc._held
+        if hit is not None and hit[0] == ids:
+            return hit[1], hit[2]
+        if rules and len(inc.mframe):
+            mask = allowlist.match(self.results._match_frame(inc.mframe, day), rules).notna().to_numpy()
+        else:
+            mask = np.zeros(len(inc.mframe), dtype=bool)
+        per = inc.mframe.loc[mask, INCIDENT_ID].value_counts()
+        counts = {str(k): int(v) for k, v in per.items()}
+        inc._held = (ids, mask, counts)
+        return mask, counts
+
+    def _gone(self, inc: DayIncidents, counts: dict[str, int]) -> np.ndarray:
+        """Incidents (by table position) every member of which is held."""
+        flows = inc.frame["flows"].to_numpy()
+        held = inc.frame[INCIDENT_ID].map(counts).fillna(0).to_numpy()
+        return (held > 0) & (held >= flows)
+
+    def shown(self, day: str, inc: DayIncidents, incident_id: str) -> int:
+        """The incident's table position; NotFound when it does not exist or an allow-list rule
+        now holds every one of its flows."""
+        pos = inc.position(incident_id)
+        if self._gone(inc, self.held(day, inc)[1])[pos]:
+            raise NotFound(f"incident {incident_id}: an allow-list rule now covers every one of its flows")
+        return pos
+
     def _rows(self, day: str, inc: DayIncidents, pos: np.ndarray) -> list[dict]:
         rows = inc.table.take(pa.array(pos, type=pa.int64())).select(LIST_COLUMNS).to_pylist()
         verdicts = self.incident_verdicts(day)
+        counts = self.held(day, inc)[1]
         for r in rows:
             r["ports"] = r["ports"][:5]
             r["verdict"] = verdicts.get(r[INCIDENT_ID])
+            r["allowlisted_flows"] = counts.get(r[INCIDENT_ID], 0)
         return _clean(rows)
 
     # -- the verdict store, re-read only when its listing changes ----------------------------
@@ -267,7 +305,9 @@ class Incidents:
             return {"day": day, "available": False, "total": 0, "page": page, "size": size, "pages": 1, "sort": sort,
                     "order": order, "rows": [], "summary": {}, "unassigned": len(self.results.table(day))}
         f = inc.frame
-        mask = np.ones(len(f), dtype=bool)
+        held, counts = self.held(day, inc)
+        gone = self._gone(inc, counts)
+        mask = ~gone
         if host is not None:
             on = np.zeros(len(f), dtype=bool)
             on[inc.hosts["pos"].to_numpy()[inc.hosts["ip"].to_numpy() == host]] = True
@@ -280,31 +320,42 @@ class Incidents:
             mask &= f["severity"].to_numpy() >= min_severity
         pos, meta = paged(f, mask, sort, order, page, size)
         s = inc.summary
-        return {"day": day, "available": True, **meta, "rows": self._rows(day, inc, pos),
-                "summary": {k: s.get(k) for k in ("incidents", "flows", "by_severity", "by_family", "gap_seconds", "family_model")},
+        summary = {k: s.get(k) for k in ("incidents", "flows", "by_severity", "by_family", "gap_seconds", "family_model")}
+        # grouped before an allow-list change: what the rules now hold, until the day is regrouped
+        summary["allowlisted_flows"] = int(held.sum())
+        summary["allowlisted_incidents"] = int(gone.sum())
+        return {"day": day, "available": True, **meta, "rows": self._rows(day, inc, pos), "summary": summary,
                 "unassigned": self.unassigned(day, inc)}
 
     def unassigned(self, day: str, inc: DayIncidents) -> int:
         """Suspicious flows of the day's list in no incident (allow-listed, or a low-risk verdict
         covered them when the incidents were made): the flow list shows them."""
         n = len(self.results.table(day))
-        return n - sum(1 for r in inc.by_rank() if 1 <= r <= n)
+        held = set(self._held_ranks(day, inc))
+        return n - sum(1 for r in inc.by_rank() if 1 <= r <= n and r not in held)
+
+    def _held_ranks(self, day: str, inc: DayIncidents) -> list[int]:
+        mask = self.held(day, inc)[0]
+        r = inc.mframe[RANK].to_numpy(dtype="float64", na_value=np.nan)[mask]
+        return r[~np.isnan(r)].astype(np.int64).tolist()
 
     def of_ranks(self, day: str, ranks) -> list[str | None]:
         """The incident of each flow of the day's list (by rank), or None."""
         inc = self.day(day)
         if inc is None:
             return [None] * len(ranks)
-        by_rank = inc.by_rank()
-        return [None if x is None else by_rank.get(int(x)) for x in ranks]
+        by_rank, held = inc.by_rank(), set(self._held_ranks(day, inc))
+        return [None if x is None or int(x) in held else by_rank.get(int(x)) for x in ranks]
 
     def detail(self, day: str, incident_id: str) -> dict:
         """The incident with its timeline (score over time), hosts graph and verdict."""
         inc = self.need(day)
-        pos = inc.position(incident_id)
+        pos = self.shown(day, inc, incident_id)
         row = inc.table.slice(pos, 1).drop_columns(["family_votes"]).to_pylist()[0]
         row["hosts"], row["peers"] = row["hosts"][:MAX_LISTED], row["peers"][:MAX_LISTED]
-        m = inc.mframe[inc.member_mask(incident_id)]
+        held, counts = self.held(day, inc)
+        row["allowlisted_flows"] = counts.get(incident_id, 0)
+        m = inc.mframe[inc.member_mask(incident_id) & ~held]
         run = self.results._run_json(day)
         higher = bool(run.get("higher_is_suspicious", True))
         return _clean({"day": day, "incident": row, "verdict": self.incident_verdicts(day).get(incident_id),
@@ -314,16 +365,17 @@ class Incidents:
     def flows(self, day: str, incident_id: str, sort: str, order: str, page: int, size: int) -> dict:
         """One page of the incident's member flows."""
         inc = self.need(day)
-        inc.position(incident_id)
-        pos, meta = paged(inc.mframe, inc.member_mask(incident_id), sort, order, page, size)
+        self.shown(day, inc, incident_id)
+        pos, meta = paged(inc.mframe, inc.member_mask(incident_id) & ~self.held(day, inc)[0], sort, order, page, size)
         rows = inc.members.take(pa.array(pos, type=pa.int64())).to_pylist()
         return _clean({"day": day, "incident_id": incident_id, **meta, "rows": rows})
 
     def add_verdict(self, day: str, incident_id: str, sev: int, who: str, expires=None) -> dict:
         """A verdict on every member flow of the incident, as one new file in the verdict store."""
         inc = self.need(day)
-        row = inc.table.slice(inc.position(incident_id), 1).select(["model_version"]).to_pylist()[0]
-        m = inc.members.filter(pc.equal(inc.members[INCIDENT_ID], incident_id)).to_pylist()  # rank order
+        row = inc.table.slice(self.shown(day, inc, incident_id), 1).select(["model_version"]).to_pylist()[0]
+        mine = np.flatnonzero(inc.member_mask(incident_id) & ~self.held(day, inc)[0])  # rank order, held flows left out
+        m = inc.members.take(pa.array(mine, type=pa.int64())).to_pylist()
         bad = [r for r in m if not (_is_ip(_text(r["sip"])) and _is_ip(_text(r["dip"]))) or r["dport"] is None]
         if bad:
             raise Unprocessable(f"{len(bad)} flow(s) of incident {incident_id} have no source/destination IP address or "

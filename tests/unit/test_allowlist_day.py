@@ -1,7 +1,8 @@
 """Allow-lists on a real scored day (issue 25, part 2): a rule added after scoring takes the
 matching alerts out of the day's alert files and the OA (held, not deleted, with an audit
 record), is honoured when the day is scored again, is never forwarded, keeps its flows out of
-training, and its removal brings back exactly the alerts it held.
+training and of the day's incidents (left out by the OA at once, regrouped by `spot-ae incidents`),
+and its removal brings back exactly the alerts it held.
 
 The day is the CIC-IDS2018 excerpt's 16/02, trained for 1 epoch and scored with TOL 0 so that
 every flow is an alert: the subject is what happens to alerts, not which flows the model flags.
@@ -108,6 +109,24 @@ def test_a_rule_added_after_scoring_holds_the_days_alerts_and_its_removal_brings
     over = client.get("/api/v1/allowlist").json
     assert over["rules"][0]["id"] == rid and over["rules"][0]["in_force"] and over["rules"][0]["held_alerts"] == len(covered)
 
+    # the day's incidents were grouped before the rule: the OA leaves the covered flows out of
+    # them at once, and `spot-ae incidents DAY` (Spark) groups the day again without them
+    assert audit["regroup"] == [DAY]
+    members = lambda: spark.read.parquet(f"{huser}/flow/scored_results/{DAY}/incident_members")  # noqa: E731
+    assert members().where(f"dip = '{target}'").count() == len(to_target)  # grouped before the rule
+    inc = client.get(f"/api/v1/days/{DAY}/incidents?size=500").json
+    assert inc["summary"]["allowlisted_flows"] == len(to_target)
+    assert sum(r["allowlisted_flows"] for r in inc["rows"]) <= len(to_target)
+    for r in inc["rows"]:
+        shown = client.get(f"/api/v1/days/{DAY}/incidents/{r['incident_id']}/flows?size=500").json
+        assert all(f["dip"] != target for f in shown["rows"]) and shown["total"] == r["flows"] - r["allowlisted_flows"]
+    _run("incidents", DAY, *common)
+    assert members().where(f"dip = '{target}'").count() == 0 and members().count() == total - len(to_target)
+    inc = client.get(f"/api/v1/days/{DAY}/incidents?size=500").json
+    assert inc["summary"]["allowlisted_flows"] == 0 and inc["summary"]["flows"] == total - len(to_target)
+    run = json.loads((root / "flow/scored_results" / DAY / "run.json").read_text())
+    assert run["incidents"]["flows"] == total - len(to_target)
+
     # training leaves the covered flows out (and only those)
     train_after = mlops.training_sets(spark, Layout(huser), Day.parse(DAY), mlops.RunOptions(), print)
     rows_after = train_after[1].unionByName(train_after[2])
@@ -147,6 +166,11 @@ def test_a_rule_added_after_scoring_holds_the_days_alerts_and_its_removal_brings
     assert (summary["alerts"], summary["allowlisted"]) == (len(before), 0)
     audit_trail = client.get("/api/v1/allowlist").json["audit"]
     assert [(a["action"], a["who"]) for a in audit_trail] == [("remove", "alice"), ("add", "alice")]
+    # the incidents, grouped with the rule in force, take the flows back when grouped again
+    assert r.json["audit"]["regroup"] == [DAY]
+    assert client.get(f"/api/v1/days/{DAY}/incidents").json["unassigned"] == len(to_target)
+    _run("incidents", DAY, *common)
+    assert members().count() == total and client.get(f"/api/v1/days/{DAY}/incidents").json["unassigned"] == 0
 
     # re-applying with nothing changed rewrites nothing
     mtimes = {f: f.stat().st_mtime_ns for f in (root / "flow/scored_results" / DAY).rglob("part-*")}

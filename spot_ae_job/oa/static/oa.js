@@ -568,12 +568,15 @@ const OA = (() => {
         tb.parentElement.dataset.state = String(d.rules.length) + ":" + String(d.audit.length);
       } catch (e) { tb.replaceChildren(el("tr", {}, el("td", { colspan: 8, class: "error", text: e.message }))); }
     }
+    // grouping needs Spark, which the OA does not run: say which days' incidents to regroup
+    const regroupNote = (a) => (a.regroup && a.regroup.length
+      ? `; incidents grouped before this change: spot-ae incidents ${a.regroup.join(" ")}` : "");
     async function remove(r) {
       const why = window.prompt(`Why may ${r.describe} alert again?`);
       if (!why) return;
       try {
         const d = await api("/allowlist/remove", { json: { id: r.id, why } });
-        toast(`Removed: ${d.audit.alerts_restored} alert(s) restored`);
+        toast(`Removed: ${d.audit.alerts_restored} alert(s) restored${regroupNote(d.audit)}`);
       } catch (e) { toast(e.message, true); }
       load();
     }
@@ -589,7 +592,7 @@ const OA = (() => {
       try {
         const d = await api("/allowlist", { json: body });
         err.hidden = true;
-        toast(`Added ${d.rule.describe}: ${d.audit.alerts_suppressed} alert(s) suppressed`);
+        toast(`Added ${d.rule.describe}: ${d.audit.alerts_suppressed} alert(s) suppressed${regroupNote(d.audit)}`);
         form.reset();
       } catch (e) { err.textContent = e.message; err.hidden = false; }
       load();
@@ -698,9 +701,14 @@ const OA = (() => {
         for (const f of Object.keys(s.by_family || {}).sort()) {
           if (![...famSel.options].some((x) => x.value === f)) famSel.append(el("option", { value: f, text: f }));
         }
+        const gap = s.gap_seconds == null ? "" : ` (flows sharing a host within ${fmt.int(s.gap_seconds)} s)`;
+        const held = s.allowlisted_flows
+          ? ` Allow-list rules added since the grouping now cover ${fmt.int(s.allowlisted_flows)} of these flows` +
+            ` (${fmt.int(s.allowlisted_incidents)} incident${s.allowlisted_incidents === 1 ? "" : "s"} entirely, not listed):` +
+            ` they are left out until \`spot-ae incidents ${d.day}\` groups the day again.` : "";
         document.getElementById("inc-line").textContent = d.available
-          ? `${fmt.int(s.incidents)} incidents from ${fmt.int(s.flows)} suspicious flows (flows sharing a host within ${fmt.int(s.gap_seconds)} s); most severe first.`
-          : "No incidents were written for this day (scored before incidents existed, or by the stream only): its flows are in the flow list.";
+          ? `${fmt.int(s.incidents)} incidents from ${fmt.int(s.flows)} suspicious flows${gap}${s.streamed ? ", as the stream grouped them" : ""}; most severe first.${held}`
+          : "No incidents were written for this day (scored before incidents existed): its flows are in the flow list.";
         document.getElementById("unassigned-note").textContent = d.unassigned
           ? `· ${fmt.int(d.unassigned)} suspicious flow${d.unassigned === 1 ? " is" : "s are"} in no incident (allow-listed or covered by a low-risk verdict): the flow list has them.` : "";
       },
