@@ -214,7 +214,7 @@ class Incidents:
     def need(self, day: str) -> DayIncidents:
         inc = self.day(day)
         if inc is None:
-            raise NotFound(f"{day} has no incidents (scored before incidents existed, or by the stream only): use its flow list")
+            raise NotFound(f"{day} has no incidents (scored before incidents existed): use its flow list")
         return inc
 
     def held(self, day: str, inc: DayIncidents) -> tuple[np.ndarray, dict[str, int]]:
