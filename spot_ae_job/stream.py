@@ -167,6 +167,11 @@ class BatchScorer:
         # all_scores first, suspicious last: the OA lists suspicious/, so a batch shows there only
         # once everything else of it is in place.
         scored.write.mode("overwrite").parquet(f"{paths.stream_all_scores}/{name}")
+        # Then every later step reads the batch back, as a batch run reads its all_scores/, and
+        # plans over a file scan instead of the batch's own plan (context over the table's earlier
+        # flows, the scorer), which the incidents stage would join a dozen times more. Without
+        # this the driver (1 GB) ran out of heap in those joins on the 11th day of a backlog batch.
+        scored = spark.read.parquet(f"{paths.stream_all_scores}/{name}")
         if n_rejected:
             rejects.write.mode("overwrite").parquet(f"{paths.stream_rejected}/{name}")
         else:
