@@ -7,7 +7,10 @@ the captures in ../shared/data/pcap (the same path as `spot-ae ingest pcap`). Pr
 its role (attack or benign, from the data README), flows, median score, the share of flows above
 the p95 and benign-FPR 1% thresholds; and per model the ROC-AUC of attack-capture flows against
 benign-capture flows (every flow of an attack capture counts as attack: the captures also hold
-some ordinary traffic, so this is a lower bound of what the model separates).
+some ordinary traffic, so this is a lower bound of what the model separates). Then the incidents'
+attack-family classifier (family.py), trained on the CSVs' labelled rows, names each capture's
+flows: the share called the capture's own family (brute force, scan), or no attack family for a
+benign capture.
 """
 from __future__ import annotations
 
@@ -26,9 +29,10 @@ import pyarrow as pa
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
+from spot_ae_job import family
 from spot_ae_job.context import CONTEXT_COLUMNS, add_context
 from spot_ae_job.errors import SpotAEError, run_command
-from spot_ae_job.evaluate import default_data
+from spot_ae_job.evaluate import default_data, with_day
 from spot_ae_job.ingest.cicids import read_cicids
 from spot_ae_job.ingest.nfdump import decode_file
 from spot_ae_job.ingest.replay import pcap_to_nfcapd
@@ -48,6 +52,12 @@ CAPTURE_ROLES = {
     "ssh.pcap": "benign", "bro.org.pcap": "benign", "http_espn.pcapng": "benign",
 }
 MODES = (("p95", None), ("benign-fpr", 0.01))
+# The attack family each bundled attack capture holds (the data README); benign captures should
+# be called `unknown` (no attack family) by the classifier. Other captures: not scored for family.
+CAPTURE_FAMILIES = {
+    "bruteforce.pcap": "brute_force", "sshguess.pcap": "brute_force", "ftp-crack.pcap": "brute_force",
+    "synscan.pcapng": "scan", "portscan.pcap": "scan",
+}
 
 
 def _say(msg: str) -> None:
@@ -69,6 +79,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, help="also write the figures as JSON here")
     p.add_argument("--master", default=os.environ.get("SPOT_AE_MASTER", "local[2]"))
     p.add_argument("--seed", type=int, default=7)
+    p.add_argument("--no-family", action="store_true",
+                   help="skip the attack-family classifier (family.py, trained on every labelled row of --data)")
     return p
 
 
@@ -184,11 +196,36 @@ def run(args) -> dict:
                      f"attack captures whose median beats every benign capture's: {above} of {n_att}")
         result["models"][name] = {"thresholds": th, "roc_auc": auc, "attack_captures_above_all_benign": above,
                                   "attack_captures": n_att, "ranking_by_median": ranked, "model_version": m.version}
+    if not args.no_family:
+        result["family"] = capture_families(spark, data, flows, roles, lines)
     print("\n".join(lines), flush=True)
     if args.out:
         Path(args.out).mkdir(parents=True, exist_ok=True)
         (Path(args.out) / "cross_check.json").write_text(json.dumps(result, indent=2))
     return result
+
+
+def capture_families(spark, data: list[str], flows, roles: dict[str, str], lines: list[str]) -> dict:
+    """The incidents' family classifier, trained on every labelled row of the CSVs (host context
+    per day, as `spot-ae train-family`), on the captures' flows: per capture, the share of flows
+    called each family; for a bundled attack capture, the share called its own family; for a
+    benign one, the share called no attack family (`unknown`)."""
+    labelled = with_day(read_cicids(spark, data).flows).where(F.col(IS_ATTACK).isNotNull())
+    clf = family.train(labelled, data, say=_say)
+    got = {(r["capture"], r["family"]): r["count"] for r in clf.predict(flows).groupBy("capture", "family").count().collect()}
+    out = {}
+    lines.append(f"\nattack family ({clf.version}, trained on {sum(clf.meta['rows_per_class'].values())} labelled CIC-IDS2018 rows)")
+    lines.append(f"{'capture':<20} {'role':<7} {'expected':<12} {'flows':>6} {'share expected':>15}  called")
+    for cap in sorted({c for c, _ in got}, key=lambda c: (roles[c], c)):
+        n = {f: k for (c, f), k in got.items() if c == cap}
+        total = sum(n.values())
+        want = CAPTURE_FAMILIES.get(cap) if roles[cap] == "attack" else (family.UNKNOWN if roles[cap] == "benign" else None)
+        share = n.get(want, 0) / total if want else None
+        out[cap] = {"role": roles[cap], "expected": want, "flows": total, "share_expected": share,
+                    "called": {f: n[f] for f in sorted(n, key=n.get, reverse=True)}}
+        called = ", ".join(f"{f} {k / total:.2f}" for f, k in sorted(n.items(), key=lambda x: -x[1]))
+        lines.append(f"{cap:<20} {roles[cap]:<7} {want or '-':<12} {total:>6} {'-' if share is None else f'{share:.3f}':>15}  {called}")
+    return {"version": clf.version, "captures": out}
 
 
 def main(argv: list[str] | None = None) -> int:
