@@ -145,9 +145,8 @@ def run(args) -> dict:
     spark = session(args.master, app="spot-ae-cross-check")
 
     # host context is counted over every row of the CSVs (attacks too), as on the day they were captured
-    rows = read_cicids(spark, data).flows
-    if "ae-context" in models:
-        rows = add_context(rows)
+    cic = read_cicids(spark, data).flows
+    rows = add_context(cic) if "ae-context" in models else cic
     keep = FLOW_COLUMNS + (CONTEXT_COLUMNS if "ae-context" in models else [])
     benign = rows.where(F.col(IS_ATTACK) == F.lit(False)).select(*keep)
     u = F.rand(args.seed)
@@ -197,7 +196,7 @@ def run(args) -> dict:
         result["models"][name] = {"thresholds": th, "roc_auc": auc, "attack_captures_above_all_benign": above,
                                   "attack_captures": n_att, "ranking_by_median": ranked, "model_version": m.version}
     if not args.no_family:
-        result["family"] = capture_families(spark, data, flows, roles, lines)
+        result["family"] = capture_families(cic, data, flows, roles, lines)
     print("\n".join(lines), flush=True)
     if args.out:
         Path(args.out).mkdir(parents=True, exist_ok=True)
@@ -205,12 +204,12 @@ def run(args) -> dict:
     return result
 
 
-def capture_families(spark, data: list[str], flows, roles: dict[str, str], lines: list[str]) -> dict:
-    """The incidents' family classifier, trained on every labelled row of the CSVs (host context
+def capture_families(cic, data: list[str], flows, roles: dict[str, str], lines: list[str]) -> dict:
+    """The incidents' family classifier, trained on every labelled row of the CSVs (`cic`, host context
     per day, as `spot-ae train-family`), on the captures' flows: per capture, the share of flows
     called each family; for a bundled attack capture, the share called its own family; for a
     benign one, the share called no attack family (`unknown`)."""
-    labelled = with_day(read_cicids(spark, data).flows).where(F.col(IS_ATTACK).isNotNull())
+    labelled = with_day(cic).where(F.col(IS_ATTACK).isNotNull())
     clf = family.train(labelled, data, say=_say)
     got = {(r["capture"], r["family"]): r["count"] for r in clf.predict(flows).groupBy("capture", "family").count().collect()}
     out = {}

@@ -248,11 +248,11 @@ def run(args) -> dict:
     rejected = {r[0]: int(r[1]) for r in res.rejects.groupBy("reject_reason").count().collect()}
     if rejected:
         _say(f"rejected input rows (kept out, by reason): {rejected}")
-    flows = with_day(res.flows, args.split_files)
-    unlabelled = flows.where(F.col(IS_ATTACK).isNull()).count()
+    dated = with_day(res.flows, args.split_files)  # one day assignment for the models and the family classifier
+    unlabelled = dated.where(F.col(IS_ATTACK).isNull()).count()
     if unlabelled:
         _say(f"{unlabelled} rows carry no ground truth (placeholder labels) and are left out")
-    flows = flows.where(F.col(IS_ATTACK).isNotNull())
+    flows = dated.where(F.col(IS_ATTACK).isNotNull())
 
     has_ips = F.col("sip").isNotNull() & F.col("dip").isNotNull()
     per_how = []
@@ -427,7 +427,7 @@ def run(args) -> dict:
         from spot_ae_job import family
 
         t = time.time()
-        fam = family.evaluate(with_day(res.flows, args.split_files).where(F.col(IS_ATTACK).isNotNull()), say=_say)
+        fam = family.evaluate(dated.where(F.col(IS_ATTACK).isNotNull()), say=_say)
         timings["family_s"] = round(time.time() - t, 1)
         if "confusion" in fam:
             write_family(out, fam)

@@ -229,7 +229,7 @@ class Incidents:
         if hit is not None and hit[0] == ids:
             return hit[1], hit[2]
         if rules and len(inc.mframe):
-            mask = allowlist.match(self.results._match_frame(inc.mframe, day), rules).notna().to_numpy()
+            mask = allowlist.match(self.results.match_frame(inc.mframe, day), rules).notna().to_numpy()
         else:
             mask = np.zeros(len(inc.mframe), dtype=bool)
         per = inc.mframe.loc[mask, INCIDENT_ID].value_counts()

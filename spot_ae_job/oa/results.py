@@ -350,7 +350,7 @@ class Results:
             return [], unreadable
         t = pa.concat_tables(tables, promote_options="default")
         df = t.to_pandas()
-        df[ALLOWLISTED] = allowlist.match(self._match_frame(df, day), self.allowlist_rules()).to_numpy()
+        df[ALLOWLISTED] = allowlist.match(self.match_frame(df, day), self.allowlist_rules()).to_numpy()
         if RANK in df:
             df[RANK] = df[RANK].astype("Int64")
         sort = [c for c in ("unix_tstamp", "treceived") if c in df]
@@ -562,7 +562,7 @@ class Results:
         return rules
 
     @staticmethod
-    def _match_frame(df: pd.DataFrame, day: str) -> pd.DataFrame:
+    def match_frame(df: pd.DataFrame, day: str) -> pd.DataFrame:
         """allowlist.MATCH_COLUMNS of result rows: the flow's start from `unix_tstamp`, else from
         Spot's tryear..trsec fields (UTC), else the day's start."""
         if "unix_tstamp" in df:
@@ -584,7 +584,7 @@ class Results:
         hit = self._marks.get(day)
         if hit and hit[0] is table and hit[1] == ids:
             return hit[2]
-        marks = allowlist.match(self._match_frame(table, day), rules)
+        marks = allowlist.match(self.match_frame(table, day), rules)
         with self._lock:
             self._marks[day] = (table, ids, marks)  # the frame itself, so a new frame never reuses old marks
             for d in [d for d in self._marks if d not in self._cache]:
