@@ -27,6 +27,7 @@ import pytest
 import yaml
 
 from spot_ae_job.schema import RESULT_COLUMNS
+from tests.integration.test_cluster import ended_apps_since
 
 REPO = Path(__file__).resolve().parents[2]
 ANSIBLE = REPO / "ansible"
@@ -292,9 +293,10 @@ def test_the_ae_job_scores_an_excerpt_day_on_the_deployed_yarn(site, data_dir):
     site.sh("node2", "hdfs dfs -mkdir -p /tmp/excerpt && hdfs dfs -put -f /tmp/excerpt.csv /tmp/excerpt/ && "
                      f"spot-ae load-csv --day {DAY} --master yarn --huser {huser} hdfs://node1:8020/tmp/excerpt/excerpt.csv")
     site.sh("node2", f"spot-ae ml-ops {DAY} flow --epochs 2 --master yarn --huser {huser}")
-    apps = (get_json(site.url("node1", 8088, "/ws/v1/cluster/apps"))["apps"] or {}).get("app", [])
-    ran = [a for a in apps if a["id"] not in before]
-    assert len(ran) >= 2 and all(a["finalStatus"] == "SUCCEEDED" and a["user"] == "spot" for a in ran), ran
+    ran = ended_apps_since(lambda: (get_json(site.url("node1", 8088, "/ws/v1/cluster/apps"))["apps"] or {}).get("app", []),
+                           before)
+    assert len(ran) >= 2 and all(a["finalStatus"] == "SUCCEEDED" and a["user"] == "spot" for a in ran), \
+        [(a["name"], a["state"], a["finalStatus"]) for a in ran]
 
     out = f"/user/spot/flow/scored_results/{DAY}"
     run_json = json.loads(site.sh("node2", f"hdfs dfs -cat {out}/run.json").stdout)

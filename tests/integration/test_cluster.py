@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import re
 import secrets
+import time
 import urllib.request
 
 import pytest
@@ -25,6 +26,18 @@ def get_json(url: str, opener=None) -> dict:
 def yarn_apps(cluster) -> list[dict]:
     apps = get_json(cluster.url("resourcemanager", 8088, "/ws/v1/cluster/apps"))["apps"]
     return (apps or {}).get("app", [])
+
+
+def ended_apps_since(list_apps, before: set[str], timeout: float = 120) -> list[dict]:
+    """The batch applications started since `before`, once YARN says each has ended. A client-mode
+    driver exits before its ApplicationMaster unregisters, so for a few seconds the ResourceManager
+    can still list a finished job as RUNNING. The long-running stream is not a batch job."""
+    deadline = time.monotonic() + timeout
+    while True:
+        new = [a for a in list_apps() if a["id"] not in before and a["name"] != "spot-ae-stream"]
+        if all(a["state"] in ("FINISHED", "FAILED", "KILLED") for a in new) or time.monotonic() > deadline:
+            return new
+        time.sleep(2)
 
 
 def test_hdfs_has_left_safe_mode_with_both_datanodes_live(spot_cluster):

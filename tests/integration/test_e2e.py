@@ -29,7 +29,7 @@ from spot_ae_job.ingest.nfdump import decode_file
 from spot_ae_job.ingest.replay import Flow, pcap_to_nfcapd, replay_csv, replay_pcap
 from spot_ae_job.schema import RESULT_COLUMNS
 from tests.integration import e2e_data as E
-from tests.integration.test_cluster import HUSER, get_json, yarn_apps
+from tests.integration.test_cluster import HUSER, ended_apps_since, get_json, yarn_apps
 
 pytestmark = pytest.mark.docker
 
@@ -120,7 +120,7 @@ def ml_ops(cluster, day: str, *extra: str) -> list[dict]:
     before = {a["id"] for a in yarn_apps(cluster)}
     cluster.exec("ml-client", "spot-ae", "ml-ops", day, "flow", "--huser", HUSER, "--master", "yarn", *extra,
                  timeout=1800)
-    return [a for a in yarn_apps(cluster) if a["id"] not in before]
+    return ended_apps_since(lambda: yarn_apps(cluster), before)
 
 
 def run_json(cluster, day: str) -> dict:
@@ -340,7 +340,7 @@ def train_through_a_nodemanager_kill(cluster, day: str, *extra: str) -> dict:
         if job.poll() is None:
             job.kill()
     reader.join(timeout=10)
-    final = next(a for a in yarn_apps(cluster) if a["id"] == app["id"])
+    final = next(a for a in ended_apps_since(lambda: yarn_apps(cluster), before) if a["id"] == app["id"])
     return {"app": final, "victim": victim, "held": on[victim], "day": day}
 
 
