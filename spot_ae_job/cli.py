@@ -141,10 +141,13 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--available-now", action="store_true", help="score every flow file not scored yet, then stop")
     p.add_argument("--conf", action="append", default=[], metavar="KEY=VALUE", help="a Spark setting for this long-running application (e.g. a smaller executor than batch jobs)")
 
-    p = sub.add_parser("train-family", help="train the attack-family classifier of incidents on labelled CIC-IDS2018 CSVs and save it")
+    p = sub.add_parser("train-family", help="train the attack-family classifier of incidents on labelled CIC-IDS2018 CSVs "
+                                            "and on the flows of verdicts that name a family, and save it")
     _common(p)
     p.add_argument("--data", action="append", default=None,
                    help="CIC-IDS2018 CSV file or directory (repeatable; default the shared cicids2018 folder)")
+    p.add_argument("--no-verdicts", action="store_true",
+                   help="leave out the flows of analyst verdicts that name a family (default: they join the training)")
 
     for name in DELEGATED:
         sub.add_parser(name, help=f"see `spot-ae {name} --help`", add_help=False)
@@ -325,7 +328,13 @@ def cmd_train_family(args) -> int:
             raise SpotAEError(f"no such file or directory: {d}")
     spark, layout = _spark(args), _layout(args)
     flows = with_day(read_cicids(spark, data).flows)
-    clf = family.train(flows.where(flows[IS_ATTACK].isNotNull()), data, _say)
+    named = None if args.no_verdicts else family.named_flows(spark, layout, _say)
+    if named is not None:
+        named = named.cache()
+        by = {r[0]: r[1] for r in named.groupBy("label").count().collect()}
+        _say(f"analyst verdicts naming a family add {sum(by.values())} flows: "
+             + (", ".join(f"{k} {v}" for k, v in sorted(by.items())) or "none of them is among their day's suspicious flows"))
+    clf = family.train(flows.where(flows[IS_ATTACK].isNotNull()), data, _say, named=named)
     _say(f"saved family classifier {clf.version} -> {clf.save(spark, layout.family_models)} (incidents use the LATEST one)")
     return 0
 

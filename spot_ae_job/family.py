@@ -14,6 +14,7 @@ its own LATEST; incidents.py uses the LATEST one when there is one.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 import re
 from dataclasses import dataclass
@@ -24,14 +25,15 @@ from pyspark.ml.functions import vector_to_array
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from spot_ae_job import fsutil
+from spot_ae_job import fsutil, verdicts
 from spot_ae_job.context import CONTEXT_COLUMNS, add_context
 from spot_ae_job.features import FEATURE_COLUMNS, add_features
-from spot_ae_job.layout import Layout
+from spot_ae_job.layout import Day, Layout
+from spot_ae_job.schema import ATTACK_FAMILIES, FLOW_COLUMNS
 
 BENIGN = "benign"
 UNKNOWN = "unknown"
-FAMILIES = ["scan", "brute_force", "dos", "c2", "infiltration", "web"]  # bulk transfer / infiltration: "infiltration"
+FAMILIES = ATTACK_FAMILIES
 CLASSES = [BENIGN, *FAMILIES]
 BAR = 0.5  # below this mean probability the family is "unknown"
 INPUTS = FEATURE_COLUMNS + CONTEXT_COLUMNS
@@ -132,13 +134,38 @@ def latest(spark: SparkSession, layout: Layout) -> FamilyClassifier | None:
     return FamilyClassifier.load(spark, root)
 
 
-def train(labelled: DataFrame, trained_on: list[str], say=print) -> FamilyClassifier:
+def named_flows(spark: SparkSession, layout: Layout, say=print) -> DataFrame | None:
+    """The flows analysts named a family for: on each day a verdict in force confirms an attack
+    (sev 1/2) and names its family (verdicts.FAMILY), that connection's suspicious flows of the
+    day's `all_scores`, labelled with the family, with the classifier's inputs counted against
+    the day's flows as scoring counted them. None when no verdict names a family."""
+    named = [v for v in verdicts.in_force(verdicts.read_all(spark, layout.huser))
+             if v.get(verdicts.FAMILY) in FAMILIES and v["sev"] in (1, 2)]
+    parts = []
+    for day in sorted({v["day"] for v in named}):
+        scores = layout.results(Day.parse(day)).all_scores
+        if not fsutil.exists(spark, scores):
+            say(f"verdicts naming a family on {day} skipped: the day has no scores under {scores}")
+            continue
+        keys = spark.createDataFrame([(v["sip"], v["dip"], v["dport"], v["proto"], v[verdicts.FAMILY])
+                                      for v in named if v["day"] == day],
+                                     "sip string, dip string, dport int, proto string, label string")
+        day_flows = spark.read.parquet(scores)
+        mine = day_flows.where("suspicious").drop("label").join(F.broadcast(keys), ["sip", "dip", "dport", "proto"])
+        parts.append(inputs(mine, universe=day_flows.select(*FLOW_COLUMNS)).select(*INPUTS, "label"))
+    return functools.reduce(DataFrame.unionByName, parts) if parts else None
+
+
+def train(labelled: DataFrame, trained_on: list[str], say=print, named: DataFrame | None = None) -> FamilyClassifier:
     """Fit on labelled flows (a `label` column); host context is counted per `eval_day` if the rows
-    have one (each day's flows against that day's), else over all rows. Classes are balanced by
-    weight (attack families are rare beside benign), so the forest does not learn "always benign"."""
+    have one (each day's flows against that day's), else over all rows. `named`: rows that already
+    carry the inputs (named_flows), added as they are. Classes are balanced by weight (attack
+    families are rare beside benign), so the forest does not learn "always benign"."""
     by = ("eval_day",) if "eval_day" in labelled.columns else ()
     rows = labelled.withColumn(FAMILY, family_column()).where(F.col(FAMILY).isin(*CLASSES))
     df = add_features(add_context(rows, by=by) if by else add_context(rows))
+    if named is not None:
+        df = df.select(*INPUTS, FAMILY).unionByName(named.withColumn(FAMILY, family_column()).select(*INPUTS, FAMILY))
     idx = F.coalesce(*[F.when(F.col(FAMILY) == c, F.lit(float(i))) for i, c in enumerate(CLASSES)])
     counts = {r[0]: r[1] for r in df.groupBy(FAMILY).count().collect()}
     total, k = sum(counts.values()), len(counts)
@@ -151,7 +178,8 @@ def train(labelled: DataFrame, trained_on: list[str], say=print) -> FamilyClassi
     now = dt.datetime.now(dt.timezone.utc)
     version = "family-" + now.strftime("%Y%m%dT%H%M%SZ")
     meta = {"version": version, "classes": CLASSES, "bar": BAR, "inputs": INPUTS, "trees": TREES, "depth": DEPTH,
-            "trained_on": trained_on, "rows_per_class": counts, "created": now.isoformat(timespec="seconds")}
+            "trained_on": trained_on + (["analyst verdicts naming a family"] if named is not None else []),
+            "rows_per_class": counts, "created": now.isoformat(timespec="seconds")}
     say(f"family classifier {version}: {total} labelled flows ({', '.join(f'{c} {n}' for c, n in sorted(counts.items()))})")
     return FamilyClassifier(model, version, meta)
 

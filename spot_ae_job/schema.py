@@ -73,6 +73,9 @@ SOURCE_FILE = "source_file"  # which input file a row came from (evaluation grou
 LABEL_COLUMNS = [LABEL, IS_ATTACK, ATTEMPTED, SOURCE_FILE]
 _LABEL_FIELDS = [(LABEL, "string"), (IS_ATTACK, "boolean"), (ATTEMPTED, "int"), (SOURCE_FILE, "string")]
 
+# The attack families an incident is named with (family.py) and an analyst's verdict may name.
+ATTACK_FAMILIES = ["scan", "brute_force", "dos", "c2", "infiltration", "web"]  # bulk transfer / infiltration: "infiltration"
+
 # IANA protocol numbers of the names nfdump, Zeek and the CIC-IDS2018 readers write into `proto`.
 PROTO_NUMBERS = {"ICMP": 1, "IGMP": 2, "TCP": 6, "UDP": 17, "GRE": 47, "ESP": 50, "ICMP6": 58, "SCTP": 132}
 

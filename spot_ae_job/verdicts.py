@@ -26,6 +26,7 @@ import json
 import logging
 
 from spot_ae_job.errors import SpotAEError
+from spot_ae_job.schema import ATTACK_FAMILIES
 
 VERDICTS_DIR = "verdicts"  # under {huser}/flow
 KEY = ["sip", "dip", "dport", "proto"]
@@ -39,6 +40,10 @@ FIELDS = [
 ]
 # Optional: set on the records of a verdict given on a whole incident (one file holds them all).
 INCIDENT = "incident_id"
+# Optional, on a confirmed attack (sev 1/2): the attack family the analyst names (schema.ATTACK_FAMILIES).
+# `spot-ae train-family` learns that family from the flows the verdict covers (family.named_flows).
+FAMILY = "family"
+OPTIONAL = [INCIDENT, FAMILY]
 
 
 def _iso(t: dt.datetime) -> str:
@@ -54,11 +59,15 @@ def new_verdict(
     *, sip: str, dip: str, dport: int, proto: str, sev: int, who: str, day: str,
     model_version: str | None = None, tstart: str | None = None, sport: int | None = None,
     ipkt: int | None = None, ibyt: int | None = None, expires: dt.datetime | None = None,
-    now: dt.datetime | None = None, incident_id: str | None = None,
+    now: dt.datetime | None = None, incident_id: str | None = None, family: str | None = None,
 ) -> dict:
     """A checked verdict record; its id is a hash of its content, so it names this one verdict."""
     if sev not in SEVERITIES:
         raise SpotAEError(f"sev must be 1 (high), 2 (medium) or 3 (low), got {sev!r}")
+    if family is not None and family not in ATTACK_FAMILIES:
+        raise SpotAEError(f"family must be one of {', '.join(ATTACK_FAMILIES)}, got {family!r}")
+    if family is not None and sev == 3:
+        raise SpotAEError("a family names a confirmed attack: give it with sev 1 (high) or 2 (medium), not 3 (low risk)")
     for name, ip in (("sip", sip), ("dip", dip)):
         try:
             ipaddress.ip_address(ip)
@@ -76,13 +85,15 @@ def new_verdict(
     }
     if incident_id is not None:
         rec[INCIDENT] = str(incident_id)
+    if family is not None:
+        rec[FAMILY] = family
     rec["id"] = "v" + hashlib.sha256(json.dumps(rec, sort_keys=True).encode()).hexdigest()[:20]
-    return {k: rec[k] for k in [*FIELDS, INCIDENT] if k in rec}
+    return {k: rec[k] for k in [*FIELDS, *OPTIONAL] if k in rec}
 
 
 def incident_verdicts(flows: list[dict], *, incident_id: str, sev: int, who: str, day: str,
                       model_version: str | None = None, expires: dt.datetime | None = None,
-                      now: dt.datetime | None = None) -> list[dict]:
+                      now: dt.datetime | None = None, family: str | None = None) -> list[dict]:
     """A verdict on an incident: one record per connection of its member `flows` (most suspicious
     first: the first flow of each connection is the one training repeats), all with the same time
     and the incident id. Written together as ONE file (named by the smallest id, `to_lines`), so
@@ -96,7 +107,7 @@ def incident_verdicts(flows: list[dict], *, incident_id: str, sev: int, who: str
         seen.add(key)
         out.append(new_verdict(sip=f["sip"], dip=f["dip"], dport=f["dport"], proto=f["proto"], sev=sev, who=who, day=day,
                                model_version=model_version, tstart=f.get("tstart"), sport=f.get("sport"), ipkt=f.get("ipkt"),
-                               ibyt=f.get("ibyt"), expires=expires, now=now, incident_id=incident_id))
+                               ibyt=f.get("ibyt"), expires=expires, now=now, incident_id=incident_id, family=family))
     if not out:
         raise SpotAEError(f"incident {incident_id} has no member flows")
     return out
@@ -109,8 +120,7 @@ def file_name(v: dict) -> str:
 
 def to_line(v: dict) -> bytes:
     rec = {k: v.get(k) for k in FIELDS}
-    if v.get(INCIDENT) is not None:
-        rec[INCIDENT] = v[INCIDENT]
+    rec.update({k: v[k] for k in OPTIONAL if v.get(k) is not None})
     return (json.dumps(rec) + "\n").encode("utf-8")
 
 
@@ -159,7 +169,11 @@ def spark_schema():
 
     types = {"dport": T.IntegerType(), "sev": T.IntegerType(), "sport": T.IntegerType(),
              "ipkt": T.LongType(), "ibyt": T.LongType()}
-    return T.StructType([T.StructField(f, types.get(f, T.StringType()), True) for f in FIELDS])
+    return T.StructType([T.StructField(f, types.get(f, T.StringType()), True) for f in [*FIELDS, *OPTIONAL]])
+
+
+def _row(v: dict) -> tuple:
+    return tuple(v.get(f) for f in [*FIELDS, *OPTIONAL])
 
 
 def read_all(spark, huser: str) -> list[dict]:
@@ -184,7 +198,7 @@ def in_force_df(spark, huser: str, at: dt.datetime | None = None, sev: tuple[int
     rows = [v for v in in_force(read_all(spark, huser), at) if v["sev"] in sev]
     if not rows:
         return None
-    return spark.createDataFrame([tuple(v[f] for f in FIELDS) for v in rows], spark_schema())
+    return spark.createDataFrame([_row(v) for v in rows], spark_schema())
 
 
 def training_flows(spark, huser: str, at: dt.datetime | None = None):
@@ -202,7 +216,7 @@ def training_flows(spark, huser: str, at: dt.datetime | None = None):
         scores = f"{scored_results_location(day, huser)}/all_scores"
         if not fsutil.exists(spark, scores):
             continue
-        mine = spark.createDataFrame([tuple(v[f] for f in FIELDS) for v in low if v["day"] == day], spark_schema())
+        mine = spark.createDataFrame([_row(v) for v in low if v["day"] == day], spark_schema())
         flows = spark.read.parquet(scores)
         cond = [flows[c] == mine[c] for c in ("sip", "dip", "sport", "dport", "ipkt", "ibyt")] + [flows.treceived == mine.tstart]
         parts.append(flows.join(F.broadcast(mine), cond, "left_semi").select(*FLOW_COLUMNS))

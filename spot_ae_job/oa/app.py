@@ -27,6 +27,7 @@ from spot_ae_job.oa.config import OAConfig
 from spot_ae_job.oa.incidents import Incidents
 from spot_ae_job.oa.query import Filters, suspicious_page
 from spot_ae_job.oa.results import BadData, NotFound, Results, Unprocessable
+from spot_ae_job.schema import ATTACK_FAMILIES
 from spot_ae_job.storage import INTERACTIVE, NotAFile, StorageError, open_storage
 
 log = logging.getLogger("spot_ae_job.oa")
@@ -364,7 +365,7 @@ def create_app(config: OAConfig, storage=None) -> Flask:
     def incident_page(day, incident_id):
         day, incident_id = known_day(day), V.incident_id(incident_id)
         incidents.shown(day, incidents.need(day), incident_id)  # 404 for an unknown incident, or one now all allow-listed
-        return render_template("incident.html", page="incident", day=day, incident=incident_id)
+        return render_template("incident.html", page="incident", day=day, incident=incident_id, families=ATTACK_FAMILIES)
 
     @app.get("/days/<day>/hosts/<ip>")
     @login_required
@@ -542,11 +543,15 @@ def create_app(config: OAConfig, storage=None) -> Flask:
         day, incident_id = known_day(day), V.incident_id(incident_id)
         args(set())
         body = json_body()
-        extra = sorted(set(body) - {"sev", "expires_days"})
+        extra = sorted(set(body) - {"sev", "expires_days", "family"})
         if extra:
             raise V.Invalid(f"unknown field(s): {', '.join(extra)}")
-        out = incidents.add_verdict(day, incident_id, V.severity(body.get("sev")), g.user.name, expiry(body))
-        log.info("verdict %s incident %s sev %d by %s (%d connections)", day, incident_id, out["sev"], g.user.name, out["connections"])
+        sev, fam = V.severity(body.get("sev")), V.attack_family(body.get("family"))
+        if fam is not None and sev == 3:
+            raise V.Invalid("a family names a confirmed attack: give it with sev 1 (high) or 2 (medium), not 3 (low risk)")
+        out = incidents.add_verdict(day, incident_id, sev, g.user.name, expiry(body), family=fam)
+        log.info("verdict %s incident %s sev %d family %s by %s (%d connections)", day, incident_id, out["sev"], fam,
+                 g.user.name, out["connections"])
         return jsonify(out), 201
 
     @app.get(f"{API}/days/<day>/hosts/<ip>")

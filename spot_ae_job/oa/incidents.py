@@ -283,7 +283,7 @@ class Incidents:
             if o is None or v["when"] > o["when"] or (v["when"] == o["when"] and v["id"] < o["id"]):
                 out[iid] = v
         return {k: {"sev": v["sev"], "severity": verdict_store.SEVERITIES[v["sev"]], "who": v["who"], "when": v["when"],
-                    "expires": v["expires"], "id": v["id"]} for k, v in out.items()}
+                    "expires": v["expires"], "id": v["id"], "family": v.get(verdict_store.FAMILY)} for k, v in out.items()}
 
     def flow_verdict_times(self, day: str) -> dict[tuple, str]:
         """When the newest verdict given on each flow of the day (not through an incident) was
@@ -370,8 +370,9 @@ class Incidents:
         rows = inc.members.take(pa.array(pos, type=pa.int64())).to_pylist()
         return _clean({"day": day, "incident_id": incident_id, **meta, "rows": rows})
 
-    def add_verdict(self, day: str, incident_id: str, sev: int, who: str, expires=None) -> dict:
-        """A verdict on every member flow of the incident, as one new file in the verdict store."""
+    def add_verdict(self, day: str, incident_id: str, sev: int, who: str, expires=None, family: str | None = None) -> dict:
+        """A verdict on every member flow of the incident, as one new file in the verdict store;
+        `family`: the attack family the analyst names (`spot-ae train-family` learns from it)."""
         inc = self.need(day)
         row = inc.table.slice(self.shown(day, inc, incident_id), 1).select(["model_version"]).to_pylist()[0]
         mine = np.flatnonzero(inc.member_mask(incident_id) & ~self.held(day, inc)[0])  # rank order, held flows left out
@@ -384,13 +385,14 @@ class Incidents:
                   "sport": r["sport"], "ipkt": r["ipkt"], "ibyt": r["ibyt"]} for r in m]
         try:
             records = verdict_store.incident_verdicts(flows, incident_id=incident_id, sev=sev, who=who, day=day,
-                                                      model_version=row["model_version"], expires=expires)
+                                                      model_version=row["model_version"], expires=expires, family=family)
         except SpotAEError as e:
             raise Unprocessable(f"incident {incident_id} cannot take a verdict: {e}") from None
         head = min(records, key=lambda v: v["id"])
         self.storage.write_atomic(verdict_store.file_name(head), verdict_store.to_lines(records))  # one new file: all or nothing
         return {"day": day, "incident_id": incident_id, "sev": sev, "severity": verdict_store.SEVERITIES[sev],
-                "verdict_id": head["id"], "connections": len(records), "flows": len(m), "expires": records[0]["expires"]}
+                "verdict_id": head["id"], "connections": len(records), "flows": len(m), "expires": records[0]["expires"],
+                "family": family}
 
     def host(self, day: str, ip: str) -> dict:
         """The host on the day (its row of the day's host ranking, or null) and across days."""

@@ -37,7 +37,7 @@ from spot_ae_job import verdicts as verdict_store
 from spot_ae_job.errors import SpotAEError
 from spot_ae_job.layout import ALLOWLISTED, MODEL_VERSION, RANK, SCORE, SCORED_RESULTS, DayResults, flow_relative, is_day
 from spot_ae_job.oa.ingest_summary import read_summary
-from spot_ae_job.schema import EXPLANATION_FIELDS, FEEDBACK_COLUMNS, FLOW_FIELDS, RESULT_COLUMNS
+from spot_ae_job.schema import ATTACK_FAMILIES, EXPLANATION_FIELDS, FEEDBACK_COLUMNS, FLOW_FIELDS, RESULT_COLUMNS
 from spot_ae_job.storage import Entry, StorageError, write_lock
 
 log = logging.getLogger("spot_ae_job.oa")
@@ -128,6 +128,8 @@ def _verdict_record(line: str) -> dict:
         raise ValueError("model_version must be a string or null")
     if v.get(verdict_store.INCIDENT) is not None and not isinstance(v[verdict_store.INCIDENT], str):
         raise ValueError("incident_id must be a string or absent")
+    if v.get(verdict_store.FAMILY) is not None and v[verdict_store.FAMILY] not in ATTACK_FAMILIES:
+        raise ValueError(f"family must be one of {', '.join(ATTACK_FAMILIES)} or absent")
     verdict_store.parse_time(v["when"])  # ValueError if it is not a time
     if v["expires"] is not None:
         if not isinstance(v["expires"], str):

@@ -10,6 +10,7 @@ import re
 
 from spot_ae_job.errors import SpotAEError
 from spot_ae_job.layout import Day
+from spot_ae_job.schema import ATTACK_FAMILIES
 
 # \A..\Z, not ^..$: `$` also matches before a trailing newline, and "20180216\n" is not a day.
 DAY_RE = re.compile(r"\A[0-9]{8}\Z")
@@ -90,6 +91,15 @@ def choice(value: str | None, name: str, allowed: list[str], default: str) -> st
         return default
     if value not in allowed:
         raise Invalid(f"{name} must be one of {', '.join(allowed)}, got {value!r}")
+    return value
+
+
+def attack_family(value) -> str | None:
+    """The family a verdict names (optional; only a confirmed attack, sev 1/2, can name one)."""
+    if value in (None, ""):
+        return None
+    if value not in ATTACK_FAMILIES:
+        raise Invalid(f"family must be one of {', '.join(ATTACK_FAMILIES)}, got {value!r}")
     return value
 
 

@@ -115,13 +115,16 @@ def test_a_verdict_on_an_incident_is_one_file_and_marks_each_member_flow(logged_
     page.goto(f"/days/{DAY}/incidents/{iid}")
     page.wait_for_selector("#members[data-state] tbody tr[data-rank]")
     assert page.locator("#inc-verdict-buttons button").count() == 3
+    page.select_option("#inc-verdict-family", "dos")  # the analyst names the attack's family too
     page.click("#inc-sev2")
     page.wait_for_selector("#toast.show")
     toast = page.inner_text("#toast")
-    assert toast.startswith(f"Incident marked medium risk: {flows} flows, ")
+    assert toast.startswith(f"Incident marked medium risk, dos: {flows} flows, ")
+    assert page.inner_text("#inc-verdict-note").strip() == "Medium risk, dos (you, just now)"
     [new] = set(vdir.glob("*.json")) - before
     recs = [json.loads(x) for x in new.read_text().splitlines()]
-    assert toast.endswith(f"{len(recs)} connection(s)") and {(v["incident_id"], v["sev"], v["who"]) for v in recs} == {(iid, 2, USER)}
+    assert toast.endswith(f"{len(recs)} connection(s)")
+    assert {(v["incident_id"], v["sev"], v["who"], v["family"]) for v in recs} == {(iid, 2, USER, "dos")}
     page.wait_for_selector("#members tbody tr[data-rank] .verdict[data-sev='2']")
     shown = page.locator("#members tbody tr[data-rank]").count()
     assert page.locator("#members tbody tr[data-rank] .verdict[data-sev='2'] button.chosen[data-sev='2']").count() == shown == min(50, flows)

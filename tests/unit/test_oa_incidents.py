@@ -17,7 +17,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from spot_ae_job import incidents, verdicts
+from spot_ae_job import family, incidents, verdicts
+from spot_ae_job.ingest.cicids import read_cicids
 from spot_ae_job.layout import SUSPICIOUS, Day, Layout
 from spot_ae_job.oa.app import create_app
 from test_incidents import model
@@ -260,6 +261,8 @@ def test_a_per_flow_verdict_carries_when_it_was_given_so_the_newer_one_shows(cli
     ("alice", True, {"sev": 4}, 400, "sev must be 1"),
     ("alice", True, {"sev": 3, "rank": 1}, 400, "unknown field(s): rank"),
     ("alice", True, {"sev": 3, "expires_days": 0}, 400, "expires_days must be an integer in 1..3650"),
+    ("alice", True, {"sev": 1, "family": "worm"}, 400, "family must be one of scan, brute_force"),
+    ("alice", True, {"sev": 3, "family": "dos"}, 400, "a family names a confirmed attack"),
 ])
 def test_incident_verdicts_follow_the_verdict_endpoints_login_role_and_csrf_rules(client, built, huser, who, csrf, body, status, fragment):
     token = login(client, who, VIEWER_PASSWORD if who == "victor" else PASSWORD) if who else None
@@ -288,6 +291,33 @@ def test_a_low_risk_incident_verdict_reaches_later_days_as_per_flow_verdicts_do(
     firsts = mine.drop_duplicates(["sip", "dip", "dport", "proto"])
     train = verdicts.training_flows(spark, f"file://{huser}")
     assert sorted((r.treceived, r.sip, r.sport) for r in train.collect()) == sorted(zip(firsts["treceived"], firsts["sip"], firsts["sport"]))
+
+
+def test_a_verdict_naming_a_family_teaches_the_family_classifier_its_flows(spark, client, built, huser, data_dir):
+    """The analyst confirms an incident as C2; `train-family`'s training then holds that
+    incident's connections' suspicious flows as C2, though no CIC label it reads is C2."""
+    token = login(client)
+    iid = biggest(built)
+    r = client.post(f"/api/v1/days/{DAY}/incidents/{iid}/verdict", json={"sev": 1, "family": "c2"}, headers={"X-CSRF-Token": token})
+    assert r.status_code == 201 and r.json["family"] == "c2", r.json
+    assert client.get(f"/api/v1/days/{DAY}/incidents/{iid}").json["verdict"]["family"] == "c2"
+    assert {v["family"] for v in client.get("/api/v1/verdicts").json["verdicts"]} == {"c2"}
+
+    mine = built["members"][built["members"]["incident_id"] == iid]
+    conns = set(zip(mine["sip"], mine["dip"], mine["dport"], mine["proto"]))
+    day = pd.read_parquet(huser / "flow" / "scored_results" / DAY / "all_scores")
+    in_conns = np.array([k in conns for k in zip(day["sip"], day["dip"], day["dport"], day["proto"])])
+    want = day[day["suspicious"] & in_conns]
+    named = family.named_flows(spark, Layout(f"file://{huser}"), say=lambda *_: None).cache()
+    assert named.count() == len(want) >= len(mine)
+    assert {r[0] for r in named.select("label").distinct().collect()} == {"c2"}
+    assert named.where(" or ".join(f"`{c}` is null" for c in family.INPUTS)).count() == 0  # inputs counted over the day
+
+    cic = read_cicids(spark, str(data_dir / "cicids2018" / "ishtiaq__SQL_Injection.csv")).flows  # benign and web only
+    clf = family.train(cic, ["sql"], say=lambda *_: None, named=named)
+    assert clf.meta["rows_per_class"]["c2"] == len(want) and "analyst verdicts naming a family" in clf.meta["trained_on"]
+    called = clf.predict(named).groupBy("family").count().collect()
+    assert max(called, key=lambda r: r["count"])["family"] == "c2", called
 
 
 # -- a host -----------------------------------------------------------------------------------

@@ -18,11 +18,11 @@ T0 = dt.datetime(2026, 11, 1, tzinfo=dt.timezone.utc)
 DAY1, DAY2 = "20180215", "20180216"
 
 
-def v(sev, when_h, sip="10.0.0.1", expires_h=None, model="m1", dport=443):
+def v(sev, when_h, sip="10.0.0.1", expires_h=None, model="m1", dport=443, family=None):
     now = T0 + dt.timedelta(hours=when_h)
     exp = T0 + dt.timedelta(hours=expires_h) if expires_h is not None else None
     return verdicts.new_verdict(sip=sip, dip="10.0.0.2", dport=dport, proto="TCP", sev=sev, who="alice", day=DAY1,
-                                model_version=model, expires=exp, now=now)
+                                model_version=model, expires=exp, now=now, family=family)
 
 
 def test_the_newest_verdict_on_a_connection_is_in_force_until_it_expires():
@@ -51,6 +51,10 @@ def test_bad_verdicts_are_refused():
         v(4, 0)
     with pytest.raises(SpotAEError, match="expiry must be in the future"):
         v(3, 5, expires_h=1)
+    with pytest.raises(SpotAEError, match="family must be one of"):
+        v(1, 0, family="worm")
+    with pytest.raises(SpotAEError, match="a family names a confirmed attack"):
+        v(3, 0, family="scan")
     with pytest.raises(SpotAEError, match="sip must be an IP"):
         verdicts.new_verdict(sip="x", dip="10.0.0.2", dport=1, proto="TCP", sev=3, who="a", day=DAY1)
 

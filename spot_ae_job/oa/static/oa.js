@@ -520,7 +520,7 @@ const OA = (() => {
         const runs = v.suppressed_in.map((r) => `${r.day} (${r.suppressed})`).join(", ");
         tb.append(el("tr", { "data-id": v.id },
           el("td", { text: v.when }), el("td", { text: v.who }),
-          el("td", { class: `sev${v.sev}`, text: SEV[v.sev] + (v.in_training ? " · in training" : "") }),
+          el("td", { class: `sev${v.sev}`, text: SEV[v.sev] + (v.family ? ` · ${v.family}` : "") + (v.in_training ? " · in training" : "") }),
           el("td", {}, `${v.sip} → ${v.dip}:${v.dport}/${v.proto}`, v.incident_id ? " · " : null,
             v.incident_id ? el("a", { href: `/days/${v.day}/incidents/${v.incident_id}`, class: "incident-link", text: "incident" }) : null),
           el("td", {}, el("a", { href: `/days/${v.day}`, text: v.day })),
@@ -834,28 +834,35 @@ const OA = (() => {
 
     const vbox = document.getElementById("inc-verdict");
     const cur = d.verdict;
-    const said = (v) => (v ? `${SEV[v.sev]} risk (${v.who}, ${v.when})` : "none yet");
+    const named = (v) => (v && v.family ? `, ${v.family}` : "");
+    const said = (v) => (v ? `${SEV[v.sev]} risk${named(v)} (${v.who}, ${v.when})` : "none yet");
     if (body.dataset.role !== "analyst") vbox.textContent = said(cur);
     else {
       const wrap = el("span", { class: "verdict", id: "inc-verdict-buttons", "data-sev": cur ? cur.sev : "" });
       const note = el("span", { class: "hint", id: "inc-verdict-note", text: ` ${said(cur)}` });
+      // A confirmed attack (H or M) may name its family: `spot-ae train-family` learns it from these flows.
+      const fam = el("select", { id: "inc-verdict-family", title: "the attack family, for a high or medium risk verdict" },
+        el("option", { value: "", text: "family: not named" }),
+        ...vbox.dataset.families.split(",").map((f) => el("option", { value: f, text: f })));
+      if (cur && cur.family) fam.value = cur.family;
       for (const sev of [1, 2, 3]) {
         const b = el("button", { type: "button", id: `inc-sev${sev}`, class: `sev${sev}` + (cur && cur.sev === sev ? " chosen" : ""),
           "data-sev": sev, title: `${SEV[sev]} risk for all ${inc.flows} flows`, text: SEV[sev][0] });
         b.addEventListener("click", async () => {
+          const family = sev === 3 ? null : fam.value || null;  // low risk is no attack: it names no family
           try {
-            const res = await api(`${base}/verdict`, { json: { sev } });
+            const res = await api(`${base}/verdict`, { json: family ? { sev, family } : { sev } });
             wrap.querySelectorAll("button").forEach((x) => x.classList.toggle("chosen", x === b));
             wrap.dataset.sev = sev;
             known.incidents.set(incident, { sev, when: nowIso() });
-            note.textContent = ` ${SEV[sev]} risk (you, just now)`;
-            toast(`Incident marked ${res.severity} risk: ${res.flows} flows, ${res.connections} connection(s)`);
+            note.textContent = ` ${SEV[sev]} risk${named(res)} (you, just now)`;
+            toast(`Incident marked ${res.severity} risk${named(res)}: ${res.flows} flows, ${res.connections} connection(s)`);
             members.load();
           } catch (e) { toast(e.message, true); }
         });
         wrap.append(b);
       }
-      vbox.append(wrap, note);
+      vbox.append(wrap, " ", fam, note);
     }
 
     const tl = d.timeline;
