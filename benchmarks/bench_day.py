@@ -26,12 +26,12 @@ once more on its own and forced (Spark's noop sink where it writes nothing) for 
 features of the day, scoring, drift, alerts. Training's own split (prepare, epochs, threshold,
 references) is what the model records in `meta["timings"]`.
 
-Per stage: wall time, flows/s, and peak RSS of the driver (this Python process), the JVM and the
-Python workers (sampled every 0.2 s). The day is never collected: only counts, the model and the
+Per stage: wall time, flows/s, and peak memory (PSS) of the driver (this Python process), the JVM and the
+Python workers (sampled every 0.5 s). The day is never collected: only counts, the model and the
 small summaries ml-ops itself collects reach the driver.
 
     .venv/bin/python benchmarks/bench_day.py --flows 200000          # small (CI, a shared machine)
-    .venv/bin/python benchmarks/bench_day.py                         # 5.5 M flows: an idle machine, ~1-2 h
+    .venv/bin/python benchmarks/bench_day.py                         # 5.5 M flows: an idle machine; ~40 min with --models auto
 """
 from __future__ import annotations
 
@@ -69,8 +69,9 @@ GOAL_MINUTES, GOAL_GIB = 60, 12
 
 
 class Memory:
-    """Peak RSS of the driver, the JVM and the Python workers, sampled every 0.2 s; `mark()` starts
-    a new stage's peaks (the whole run's are kept too)."""
+    """Peak memory of the driver, the JVM and the Python workers, sampled every 0.5 s; `mark()` starts
+    a new stage's peaks (the whole run's are kept too). PSS, not RSS: PySpark forks its workers from
+    one daemon, and RSS would count the pages they share once per worker."""
 
     def __init__(self):
         self.stage = {"driver": 0, "jvm": 0, "workers": 0, "total": 0}
@@ -80,11 +81,11 @@ class Memory:
 
     def sample(self) -> dict:
         me = psutil.Process()
-        got = {"driver": me.memory_info().rss, "jvm": 0, "workers": 0}
+        got = {"driver": me.memory_full_info().pss, "jvm": 0, "workers": 0}
         for c in me.children(recursive=True):
             with contextlib.suppress(psutil.Error):
-                rss = c.memory_info().rss
-                got["jvm" if c.name() == "java" else "workers"] += rss
+                pss = c.memory_full_info().pss
+                got["jvm" if c.name() == "java" else "workers"] += pss
         got["total"] = sum(got.values())
         return got
 
@@ -94,7 +95,7 @@ class Memory:
                 for k, v in self.sample().items():
                     self.stage[k] = max(self.stage[k], v)
                     self.run[k] = max(self.run[k], v)
-            time.sleep(0.2)
+            time.sleep(0.5)
 
     def mark(self) -> dict:
         peaks, self.stage = self.stage, {k: 0 for k in self.stage}
@@ -223,7 +224,7 @@ def main() -> None:
                                      "suspicious": summary.suspicious, "timings": t, "stages": rows[first:]}
     results["stages"] = rows
     run_peak = mem.stop()
-    print(f"\npeak RSS of the whole run: driver {run_peak['driver'] / 2**20:,.0f} MiB, JVM {run_peak['jvm'] / 2**20:,.0f} MiB, "
+    print(f"\npeak memory (PSS) of the whole run: driver {run_peak['driver'] / 2**20:,.0f} MiB, JVM {run_peak['jvm'] / 2**20:,.0f} MiB, "
           f"Python workers {run_peak['workers'] / 2**20:,.0f} MiB, together {run_peak['total'] / 2**20:,.0f} MiB; "
           f"cores: {os.cpu_count()}")
     if a.out:
