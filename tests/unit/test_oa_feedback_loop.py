@@ -3,18 +3,16 @@
 The real job scores a day of the CIC-IDS2018 excerpt (`spot-ae demo`), the analyst marks the most
 suspicious flow low risk (sev 3) through the OA's API, the real `spot-ae ml-ops` runs the day
 again, and that flow's reconstruction error must go down (Spot adds sev-3 flows to training
-DUPFACTOR times). Two short trainings: a few minutes on a busy machine.
+DUPFACTOR times). Two short trainings, in this process.
 """
 from __future__ import annotations
 
-import os
 import re
-import subprocess
-import sys
 
 import pandas as pd
 import pytest
 
+from spot_ae_job import cli
 from spot_ae_job.oa.app import create_app
 from test_oa_api import _config, login
 
@@ -24,10 +22,9 @@ pytestmark = pytest.mark.slow
 KEY = ["treceived", "sip", "dip", "sport", "dport", "ipkt", "ibyt"]
 
 
-def _job(*args: str, log) -> None:
-    r = subprocess.run([sys.executable, "-m", "spot_ae_job", *args], stdout=log, stderr=subprocess.STDOUT, timeout=1500,
-                       env={**os.environ, "PYTHONHASHSEED": "0"})
-    assert r.returncode == 0, f"spot-ae {' '.join(args)} failed; see {log.name}"
+def _job(*args: str) -> None:
+    """`spot-ae ARGS` in this process: the test session's warm JVM (test_cli runs the CLI as processes)."""
+    assert cli.main(list(args)) == 0, f"spot-ae {' '.join(args)} failed"
 
 
 def _flow(huser, row: dict) -> dict:
@@ -41,26 +38,25 @@ def _flow(huser, row: dict) -> dict:
             "percentile": float((scores["score"] < score).mean())}
 
 
-def test_a_low_risk_verdict_lowers_that_flows_score_on_the_next_run(tmp_path, data_dir):
+def test_a_low_risk_verdict_lowers_that_flows_score_on_the_next_run(spark, tmp_path, data_dir, capsys):
     huser = tmp_path / "user" / "spot"
     huser.mkdir(parents=True)
-    with open(tmp_path / "job.log", "w") as log:
-        _job("demo", "--huser", f"file://{huser}", "--epochs", "3", "--day", DAY, "--master", "local[2]", log=log)
+    _job("demo", "--huser", f"file://{huser}", "--epochs", "3", "--day", DAY, "--master", "local[2]")
 
-        cfg = _config()
-        cfg.huser = f"file://{huser}"
-        c = create_app(cfg).test_client()
-        token = login(c)
-        top = c.get(f"/api/v1/days/{DAY}/suspicious?size=1").json["rows"][0]
-        before = _flow(huser, top)
-        assert before["suspicious"] and before["rank"] == 1
-        r = c.post(f"/api/v1/days/{DAY}/feedback", json={"rank": 1, "sev": 3}, headers={"X-CSRF-Token": token})
-        assert r.status_code == 201
+    cfg = _config()
+    cfg.huser = f"file://{huser}"
+    c = create_app(cfg).test_client()
+    token = login(c)
+    top = c.get(f"/api/v1/days/{DAY}/suspicious?size=1").json["rows"][0]
+    before = _flow(huser, top)
+    assert before["suspicious"] and before["rank"] == 1
+    r = c.post(f"/api/v1/days/{DAY}/feedback", json={"rank": 1, "sev": 3}, headers={"X-CSRF-Token": token})
+    assert r.status_code == 201
 
-        _job("ml-ops", DAY, "flow", "--huser", f"file://{huser}", "--epochs", "3", "--master", "local[2]", log=log)
+    capsys.readouterr()
+    _job("ml-ops", DAY, "flow", "--huser", f"file://{huser}", "--epochs", "3", "--master", "local[2]")
     after = _flow(huser, top)
-    log_text = (tmp_path / "job.log").read_text()
-    assert re.search(r"feedback: [1-9][0-9]* low-risk flows", log_text)
+    assert re.search(r"feedback: [1-9][0-9]* low-risk flows", capsys.readouterr().out)
     assert after["score"] < before["score"]
     assert after["percentile"] < before["percentile"]
     print(f"marked flow: score {before['score']:.4f} -> {after['score']:.4f}, percentile "
