@@ -21,6 +21,7 @@ from spot_ae_job import family, incidents, verdicts
 from spot_ae_job.ingest.cicids import read_cicids
 from spot_ae_job.layout import SUSPICIOUS, Day, Layout
 from spot_ae_job.oa.app import create_app
+from spot_ae_job.schema import ATTACK_FAMILIES
 from test_incidents import model
 from test_oa_api import DAY, PASSWORD, VIEWER_PASSWORD, _config, _flows_from_excerpt, login, results_csv, write_day
 
@@ -291,6 +292,12 @@ def test_a_low_risk_incident_verdict_reaches_later_days_as_per_flow_verdicts_do(
     firsts = mine.drop_duplicates(["sip", "dip", "dport", "proto"])
     train = verdicts.training_flows(spark, f"file://{huser}")
     assert sorted((r.treceived, r.sip, r.sport) for r in train.collect()) == sorted(zip(firsts["treceived"], firsts["sip"], firsts["sport"]))
+
+
+def test_the_api_document_offers_the_families_a_verdict_may_name():
+    spec = json.loads((Path(create_app.__code__.co_filename).parent / "static" / "openapi.json").read_text())
+    body = spec["paths"]["/api/v1/days/{day}/incidents/{incident_id}/verdict"]["post"]["requestBody"]
+    assert body["content"]["application/json"]["schema"]["properties"]["family"]["enum"] == ATTACK_FAMILIES
 
 
 def test_a_verdict_naming_a_family_teaches_the_family_classifier_its_flows(spark, client, built, huser, data_dir):
