@@ -55,6 +55,16 @@ def parse_time(text: str) -> dt.datetime:
     return t if t.tzinfo else t.replace(tzinfo=dt.timezone.utc)
 
 
+def check_family(family: str | None, sev: int) -> None:
+    """A verdict may name one of the attack families, and only on a confirmed attack (sev 1/2)."""
+    if family is None:
+        return
+    if family not in ATTACK_FAMILIES:
+        raise SpotAEError(f"family must be one of {', '.join(ATTACK_FAMILIES)}, got {family!r}")
+    if sev == 3:
+        raise SpotAEError("a family names a confirmed attack: give it with sev 1 (high) or 2 (medium), not 3 (low risk)")
+
+
 def new_verdict(
     *, sip: str, dip: str, dport: int, proto: str, sev: int, who: str, day: str,
     model_version: str | None = None, tstart: str | None = None, sport: int | None = None,
@@ -64,10 +74,7 @@ def new_verdict(
     """A checked verdict record; its id is a hash of its content, so it names this one verdict."""
     if sev not in SEVERITIES:
         raise SpotAEError(f"sev must be 1 (high), 2 (medium) or 3 (low), got {sev!r}")
-    if family is not None and family not in ATTACK_FAMILIES:
-        raise SpotAEError(f"family must be one of {', '.join(ATTACK_FAMILIES)}, got {family!r}")
-    if family is not None and sev == 3:
-        raise SpotAEError("a family names a confirmed attack: give it with sev 1 (high) or 2 (medium), not 3 (low risk)")
+    check_family(family, sev)
     for name, ip in (("sip", sip), ("dip", dip)):
         try:
             ipaddress.ip_address(ip)

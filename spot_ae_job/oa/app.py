@@ -546,9 +546,8 @@ def create_app(config: OAConfig, storage=None) -> Flask:
         extra = sorted(set(body) - {"sev", "expires_days", "family"})
         if extra:
             raise V.Invalid(f"unknown field(s): {', '.join(extra)}")
-        sev, fam = V.severity(body.get("sev")), V.attack_family(body.get("family"))
-        if fam is not None and sev == 3:
-            raise V.Invalid("a family names a confirmed attack: give it with sev 1 (high) or 2 (medium), not 3 (low risk)")
+        sev = V.severity(body.get("sev"))
+        fam = V.attack_family(body.get("family"), sev)
         out = incidents.add_verdict(day, incident_id, sev, g.user.name, expiry(body), family=fam)
         log.info("verdict %s incident %s sev %d family %s by %s (%d connections)", day, incident_id, out["sev"], fam,
                  g.user.name, out["connections"])

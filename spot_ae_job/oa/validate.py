@@ -8,9 +8,9 @@ from __future__ import annotations
 import ipaddress
 import re
 
+from spot_ae_job import verdicts
 from spot_ae_job.errors import SpotAEError
 from spot_ae_job.layout import Day
-from spot_ae_job.schema import ATTACK_FAMILIES
 
 # \A..\Z, not ^..$: `$` also matches before a trailing newline, and "20180216\n" is not a day.
 DAY_RE = re.compile(r"\A[0-9]{8}\Z")
@@ -94,12 +94,14 @@ def choice(value: str | None, name: str, allowed: list[str], default: str) -> st
     return value
 
 
-def attack_family(value) -> str | None:
-    """The family a verdict names (optional; only a confirmed attack, sev 1/2, can name one)."""
+def attack_family(value, sev: int) -> str | None:
+    """The family a verdict on `sev` names (optional; verdicts.check_family has the rule)."""
     if value in (None, ""):
         return None
-    if value not in ATTACK_FAMILIES:
-        raise Invalid(f"family must be one of {', '.join(ATTACK_FAMILIES)}, got {value!r}")
+    try:
+        verdicts.check_family(value, sev)
+    except SpotAEError as e:
+        raise Invalid(str(e)) from None
     return value
 
 
