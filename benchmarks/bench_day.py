@@ -20,7 +20,7 @@ that file's own CSV layout, as copies k = 0, 1, ... of the file:
 Spark writes it as CSV files (never through the driver), then `load_csv` (what `spot-ae load-csv`
 runs: the CIC reader, validation, quarantine, the partitioned flow table and its labelled twin)
 loads it, and the day runs as `ml-ops` runs it (`mlops.obtain_model` = train + save, then
-`mlops.score_day` = read, score, write results, drift, alerts), with the default model (`auto`:
+`mlops.score_day` = read, score, write results, drift, alerts, incidents), with the default model (`auto`:
 ae-context for these flows) and with `--model lda`. After each end-to-end run, each stage is run
 once more on its own and forced (Spark's noop sink where it writes nothing) for the breakdown:
 features of the day, scoring, drift, alerts. Training's own split (prepare, epochs, threshold,
@@ -193,7 +193,7 @@ def main() -> None:
         print(f"\nml-ops {day} flow --model {choice} (end to end, as ml_ops runs it):")
         first = len(rows)
         model = stage("train + threshold + save (obtain_model)", lambda: mlops.obtain_model(spark, layout, day, opts, quiet), n_day)
-        summary = stage("score + result files + drift + alerts (score_day)",
+        summary = stage("score + results + drift + alerts + incidents (score_day)",
                         lambda: mlops.score_day(spark, layout, day, model, opts, quiet), n_day)
         e2e = sum(r["seconds"] for r in rows[first:])
         peak = max(r["peak_total_mib"] for r in rows[first:])
