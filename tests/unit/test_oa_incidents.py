@@ -294,8 +294,8 @@ def test_a_low_risk_incident_verdict_reaches_later_days_as_per_flow_verdicts_do(
     assert sorted((r.treceived, r.sip, r.sport) for r in train.collect()) == sorted(zip(firsts["treceived"], firsts["sip"], firsts["sport"]))
 
 
-def test_the_api_document_offers_the_families_a_verdict_may_name():
-    spec = json.loads((Path(create_app.__code__.co_filename).parent / "static" / "openapi.json").read_text())
+def test_the_api_document_offers_the_families_a_verdict_may_name(client):
+    spec = client.get("/api/v1/openapi.json").json
     body = spec["paths"]["/api/v1/days/{day}/incidents/{incident_id}/verdict"]["post"]["requestBody"]
     assert body["content"]["application/json"]["schema"]["properties"]["family"]["enum"] == ATTACK_FAMILIES
 
