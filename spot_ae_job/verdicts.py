@@ -44,6 +44,7 @@ INCIDENT = "incident_id"
 # `spot-ae train-family` learns that family from the flows the verdict covers (family.named_flows).
 FAMILY = "family"
 OPTIONAL = [INCIDENT, FAMILY]
+RECORD_FIELDS = [*FIELDS, *OPTIONAL]  # a record's keys in file order; the optional ones only when set
 
 
 def _iso(t: dt.datetime) -> str:
@@ -95,7 +96,7 @@ def new_verdict(
     if family is not None:
         rec[FAMILY] = family
     rec["id"] = "v" + hashlib.sha256(json.dumps(rec, sort_keys=True).encode()).hexdigest()[:20]
-    return {k: rec[k] for k in [*FIELDS, *OPTIONAL] if k in rec}
+    return {k: rec[k] for k in RECORD_FIELDS if k in rec}
 
 
 def incident_verdicts(flows: list[dict], *, incident_id: str, sev: int, who: str, day: str,
@@ -176,11 +177,11 @@ def spark_schema():
 
     types = {"dport": T.IntegerType(), "sev": T.IntegerType(), "sport": T.IntegerType(),
              "ipkt": T.LongType(), "ibyt": T.LongType()}
-    return T.StructType([T.StructField(f, types.get(f, T.StringType()), True) for f in [*FIELDS, *OPTIONAL]])
+    return T.StructType([T.StructField(f, types.get(f, T.StringType()), True) for f in RECORD_FIELDS])
 
 
 def _row(v: dict) -> tuple:
-    return tuple(v.get(f) for f in [*FIELDS, *OPTIONAL])
+    return tuple(v.get(f) for f in RECORD_FIELDS)
 
 
 def read_all(spark, huser: str) -> list[dict]:
