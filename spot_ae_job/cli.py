@@ -239,7 +239,7 @@ def cmd_alerts(args) -> int:
     cfg = _forward_config(args.forward_config)
     if cfg is None:
         raise SpotAEError(f"no forwarding configured: pass --forward-config FILE or set ${forward.CONFIG_ENV} (docs/alerts.md)")
-    forward.forward_day(_spark(args), str(day), _layout(args).huser, cfg, progress=_say)
+    mlops.forward_day(_spark(args), _layout(args), day, cfg, _say)
     return 0
 
 

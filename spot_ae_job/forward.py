@@ -445,4 +445,21 @@ def forward_day(spark, day: str, huser: str, cfg: ForwardConfig, progress=print)
     if any(held):
         progress(f"{day}: {sum(1 for h in held if h)} alerts covered by allow-list rules are not sent")
         alerts = [a for a, h in zip(alerts, held) if h is None]
-    return forward_alerts(spark, alerts + read_incident_documents(spark, day, huser), day, huser, cfg, progress)
+    return forward_alerts(spark, alerts + incidents_with_alerts(read_incident_documents(spark, day, huser), alerts, day, progress),
+                          day, huser, cfg, progress)
+
+
+def incidents_with_alerts(docs: list[dict], alerts: list[dict], day: str, progress=print) -> list[dict]:
+    """The incident documents that list at least one alert still sent: one grouped before a rule
+    (or a low-risk verdict) that now holds every alert it lists is not sent. A streamed day's
+    incidents are never regrouped, and a batch day's may not be yet (`spot-ae incidents`)."""
+    live = {(a.get("event") or {}).get("id") for a in alerts}
+
+    def sent(doc: dict) -> bool:
+        inc = (doc.get("spot_ae") or {}).get("incident") or {}
+        return bool(inc.get("alert_ids_truncated")) or any(i in live for i in inc.get("alert_ids") or [])
+
+    keep = [d for d in docs if sent(d)]
+    if len(keep) < len(docs):
+        progress(f"{day}: {len(docs) - len(keep)} incidents whose every alert is held back are not sent")
+    return keep

@@ -70,15 +70,34 @@ _COUNT = lambda name, t: T.StructType([T.StructField(name, t), T.StructField("fl
 # ------------------------------------------------------------------------------ which flows
 
 def eligible(spark: SparkSession, suspicious: DataFrame, huser: str, day: str,
-             at: dt.datetime | None = None) -> DataFrame:
+             at: dt.datetime | None = None, rules: list[allowlist.Rule] | None = None) -> DataFrame:
     """The suspicious flows that may form incidents. THE one filter: it leaves out flows an
-    allow-list rule in force covers (allowlist.py) and connections a low-risk verdict in force
-    covers (as write_alerts does), so an incident never lists an alert that was held back."""
-    suspicious = allowlist.suppress(suspicious, allowlist.read_rules_spark(spark, huser), day)
+    allow-list rule in force covers (allowlist.py; `rules`, or those read now) and connections a
+    low-risk verdict in force covers (as write_alerts does), so an incident never lists an alert
+    that was held back."""
+    rules = allowlist.read_rules_spark(spark, huser) if rules is None else rules
+    suspicious = allowlist.suppress(suspicious, rules, day)
     low = verdicts.in_force_df(spark, huser, at, sev=(3,))
     if low is None:
         return suspicious
     return suspicious.join(F.broadcast(low.select(*verdicts.KEY).distinct()), verdicts.KEY, "left_anti")
+
+
+RULES_KEY = "allowlist_rules"  # incidents_summary.json: the ids of the rules the grouping left flows out by
+
+
+def rule_ids(rules: list[allowlist.Rule]) -> list[str]:
+    return sorted(r.id for r in rules)
+
+
+def grouped_under_other_rules(spark: SparkSession, layout: Layout, day: Day) -> bool:
+    """Whether the day's batch incidents were grouped under allow-list rules other than those in
+    force now (a summary from before rules were recorded counts as grouped under none)."""
+    res = layout.results(day)
+    if not fsutil.exists(spark, res.incidents_summary):
+        return False
+    summary = json.loads(fsutil.read_text(spark, res.incidents_summary))
+    return summary.get(RULES_KEY, []) != rule_ids(allowlist.read_rules_spark(spark, layout.huser))
 
 
 def with_alert_ids(rows: DataFrame, day: str, model_version: str) -> DataFrame:
@@ -318,7 +337,8 @@ def write_day_incidents(spark: SparkSession, scored: DataFrame, model, day: Day,
     res = layout.results(day)
     if classifier == "latest":
         classifier = family.latest(spark, layout)
-    rows = eligible(spark, scored.where(SUSPICIOUS), layout.huser, str(day))
+    rules = allowlist.read_rules_spark(spark, layout.huser)
+    rows = eligible(spark, scored.where(SUSPICIOUS), layout.huser, str(day), rules=rules)
     rows = _prepared(with_alert_ids(rows, str(day), model.version), classifier, scored).cache()
     members = _members(rows, group(rows, gap)[0], str(day)).cache()
     fams = classifier.families if classifier is not None else None
@@ -332,6 +352,7 @@ def write_day_incidents(spark: SparkSession, scored: DataFrame, model, day: Day,
     created = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
     ecs_documents(stored, spark.read.parquet(res.incident_members), created).write.mode("overwrite").text(res.incidents_ecs)
     summary = _summary(stored, str(day), model, gap, res.incidents, classifier)
+    summary[RULES_KEY] = rule_ids(rules)
     summary["hosts"] = write_host_ranking(scored, spark.read.parquet(res.incident_members), stored, model, res.hosts)
     fsutil.write_text(spark, res.incidents_summary, json.dumps(summary, indent=2))
     progress(f"{day}: {summary['incidents']} incidents from {summary['flows']} suspicious flows -> {res.incidents}")

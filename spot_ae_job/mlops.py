@@ -395,6 +395,16 @@ def metrics_fmt(v) -> str:
     return "n/a" if v is None or metrics.is_nan(v) else f"{v:.3f}"
 
 
+def forward_day(spark: SparkSession, layout: Layout, day: Day, cfg, say: Say = print) -> dict:
+    """`spot-ae alerts forward`: the day's alerts and incidents sent on. Incidents grouped under
+    allow-list rules other than those in force (a rule added or removed since, in the OA or by
+    `spot-ae allowlist`) are grouped again first, so what is sent is what the OA shows."""
+    if incidents.grouped_under_other_rules(spark, layout, day):
+        say(f"{day}: the allow-list rules changed since its incidents were grouped; grouping them again")
+        regroup_incidents(spark, layout, day, say)
+    return forward.forward_day(spark, str(day), layout.huser, cfg, progress=say)
+
+
 def forward_alerts(spark: SparkSession, layout: Layout, day: Day, opts: RunOptions, say: Say = print) -> None:
     """Send the day's alerts on when the forwarding config asks for it after ml-ops."""
     if opts.forward is not None and opts.forward.after_ml_ops:

@@ -166,11 +166,20 @@ def test_a_rule_added_after_scoring_holds_the_days_alerts_and_its_removal_brings
     assert (summary["alerts"], summary["allowlisted"]) == (len(before), 0)
     audit_trail = client.get("/api/v1/allowlist").json["audit"]
     assert [(a["action"], a["who"]) for a in audit_trail] == [("remove", "alice"), ("add", "alice")]
-    # the incidents, grouped with the rule in force, take the flows back when grouped again
+    # the incidents, grouped with the rule in force, take the flows back when grouped again: the
+    # forwarder does that itself before it sends a day whose rules changed since its grouping
     assert r.json["audit"]["regroup"] == [DAY]
     assert client.get(f"/api/v1/days/{DAY}/incidents").json["unassigned"] == len(to_target)
-    _run("incidents", DAY, *common)
+    rx = serve(HTTPReceiver())
+    toml = root.parent / "forward.toml"
+    toml.write_text(f'[[destinations]]\nname = "siem2"\ntype = "http"\nurl = "http://127.0.0.1:{rx.server_address[1]}/bulk"\n')
+    capsys.readouterr()
+    _run("alerts", "forward", DAY, *common, "--forward-config", str(toml))
+    rx.shutdown()
+    assert "the allow-list rules changed since its incidents were grouped; grouping them again" in capsys.readouterr().out
     assert members().count() == total and client.get(f"/api/v1/days/{DAY}/incidents").json["unassigned"] == 0
+    sent = [a for a in rx.lines if a["event"]["dataset"] == "spot_ae.incident"]
+    assert covered <= {i for a in sent for i in a["spot_ae"]["incident"]["alert_ids"]}  # the restored alerts, in incidents again
 
     # re-applying with nothing changed rewrites nothing
     mtimes = {f: f.stat().st_mtime_ns for f in (root / "flow/scored_results" / DAY).rglob("part-*")}

@@ -229,3 +229,15 @@ def test_the_documented_example_config_loads():
 
     cfg = forward.load_config(str(Path(__file__).resolve().parents[2] / "config" / "forward.example.toml"))
     assert {d.type for d in cfg.destinations} == {"syslog", "http"} and cfg.attempts >= 1
+
+
+def test_an_incident_whose_every_alert_is_held_back_is_not_sent():
+    """A streamed day's incidents are never regrouped: one grouped before an allow-list rule that
+    now holds all it lists stays unsent; one with an alert still sent, or too many to list, goes."""
+    inc = lambda iid, ids, truncated=False: {"event": {"id": iid}, "spot_ae": {"incident": {  # noqa: E731
+        "alert_ids": ids, "alert_ids_truncated": truncated}}}
+    docs = [inc("all-held", ["a1", "a2"]), inc("one-live", ["a2", "a3"]), inc("long", ["a9"], truncated=True)]
+    said = []
+    kept = forward.incidents_with_alerts(docs, [{"event": {"id": "a3"}}], "20180216", said.append)
+    assert [d["event"]["id"] for d in kept] == ["one-live", "long"]
+    assert said == ["20180216: 1 incidents whose every alert is held back are not sent"]
