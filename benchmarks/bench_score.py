@@ -140,7 +140,7 @@ def main() -> None:
     spark_rate = spark_rates["jvm", "score"]
 
     # The host-context model (the default where flows carry IPs), same rows, same run: its cost is
-    # the context step (sorts and window sums per host and minute over the whole day) plus the
+    # the context step (context.py: two shuffles of the day's keys, numpy counts, one join back) plus the
     # same scorer on 29 inputs instead of 18. Timed end to end from the flow Parquet, and from
     # rows whose context was already written (the scorer's part alone).
     ctx_rates = {}

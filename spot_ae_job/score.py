@@ -114,7 +114,7 @@ def score_flows(model, flows: DataFrame, scorer: str | None = None, columns: lis
     The paper's model reads only the 9 input columns: with `scorer` jvm (what `auto`, the
     default, picks when the jar is there) in the JVM a block of rows at a time, with arrow in
     numpy per Arrow batch. A variant with inputs beyond the 18 (ae-context) first adds them
-    with its own Spark step (`model.features`, window functions) and is scored from its feature
+    with its own Spark step (`model.features`: context.py's counts) and is scored from its feature
     columns by the Arrow scorer."""
     scorer = scorer or os.environ.get("SPOT_AE_SCORER", "auto")
     if scorer not in SCORERS:
