@@ -408,7 +408,7 @@ def forward_day(spark: SparkSession, layout: Layout, day: Day, cfg, say: Say = p
 def forward_alerts(spark: SparkSession, layout: Layout, day: Day, opts: RunOptions, say: Say = print) -> None:
     """Send the day's alerts on when the forwarding config asks for it after ml-ops."""
     if opts.forward is not None and opts.forward.after_ml_ops:
-        forward.forward_day(spark, str(day), layout.huser, opts.forward, progress=say)
+        forward_day(spark, layout, day, opts.forward, say)
 
 
 def obtain_model(spark: SparkSession, layout: Layout, day: Day, opts: RunOptions, say: Say = print):
