@@ -9,8 +9,10 @@ writing Arrow value by value, and on 2 cores that hop alone caps any Python scor
 flows/s (benchmarks/bench_score.py prints it). tests/unit/test_score_jvm.py holds it to the
 numpy scorer below on real flows.
 
-The Arrow scorer (model variants such as ae-context, a session without the jar, or
-SPOT_AE_SCORER=arrow): only the nine flow columns the features read cross from the JVM into Python, as whole Arrow
+A model with inputs past the 18 (ae-context's host context) gets them computed by Spark first
+(context.py); the JVM scorer then reads them ready-made from the rows beside the nine flow columns.
+
+The Arrow scorer (a session without the jar, or SPOT_AE_SCORER=arrow): only the nine flow columns the features read cross from the JVM into Python, as whole Arrow
 batches (tens of thousands of rows); the other columns stay in the JVM and get the score joined
 back by position. In Python one batch is: the features (features.feature_matrix, whole
 columns), the scaling, two small matrix products and a row-wise sum, so no Python code runs per
@@ -114,30 +116,36 @@ def score_flows(model, flows: DataFrame, scorer: str | None = None, columns: lis
     The paper's model reads only the 9 input columns: with `scorer` jvm (what `auto`, the
     default, picks when the jar is there) in the JVM a block of rows at a time, with arrow in
     numpy per Arrow batch. A variant with inputs beyond the 18 (ae-context) first adds them
-    with its own Spark step (`model.features`: context.py's counts) and is scored from its feature
-    columns by the Arrow scorer."""
+    with its own Spark step (`model.features`: context.py's counts), kept beside the score
+    (explanations and analysts read them); the JVM scorer reads them as they are, the Arrow
+    scorer reads all the model's feature columns."""
     scorer = scorer or os.environ.get("SPOT_AE_SCORER", "auto")
     if scorer not in SCORERS:
         raise SpotAEError(f"unknown scorer {scorer!r} (SPOT_AE_SCORER): one of {', '.join(SCORERS)}")
     cols = model.feature_columns
     keep = [c for c in (flows.columns if columns is None else columns) if c not in cols and c != SCORE]
-    if cols != FEATURE_COLUMNS:  # host context is kept beside the score: explanations and analysts read it
-        ctx = [c for c in cols if c not in FEATURE_COLUMNS]
-        feats = model.features(flows)
-        return score_features(model, feats.withColumns({"_in_" + c: F.col(c) for c in ctx})) \
-            .withColumnsRenamed({"_in_" + c: c for c in ctx}).select(*keep, *ctx, SCORE)
-    missing = [c for c in FEATURE_INPUTS if c not in flows.columns]
-    if missing:
+    ready = [c for c in cols if c not in FEATURE_COLUMNS]  # inputs past the 18, computed by Spark
+    if ready:
+        flows = model.features(flows)
+    missing = [c for c in FEATURE_INPUTS if c not in flows.columns]  # a variant's f_* columns can stand in
+    if missing and not ready:
         raise ValueError(f"missing columns for scoring: {missing}")
-    cls = None if scorer == "arrow" else _jvm_scorer(flows.sparkSession)
+    cls = None if scorer == "arrow" or missing else _jvm_scorer(flows.sparkSession)
     if cls is not None:
         types = dict(flows.dtypes)
         casts = {c: F.col(c).cast(t) for c, t in _JVM_INPUT_TYPES.items() if types[c] != t}
+        casts.update({c: F.col(c).cast("float") for c in ready if types[c] != "float"})
         typed = flows.withColumns(casts) if casts else flows
-        jdf = cls.score(typed._jdf, bytearray(jvm_weights(model)), keep, SCORE)
+        if ready:  # not the 18 f_* columns model.features added: the scorer computes them, Spark need not
+            typed = typed.select(*dict.fromkeys([*FEATURE_INPUTS, *keep, *ready]))
+        jdf = cls.score(typed._jdf, bytearray(jvm_weights(model)), [*keep, *ready], SCORE, ready)
         return _ClassicDataFrame(jdf, flows.sparkSession)
     if scorer == "jvm":
-        raise SpotAEError("the JVM scorer was asked for but its jar is not on this Spark session (scripts/build-jar.sh)")
+        why = f"the flows lack its inputs {missing}" if missing else "its jar is not on this Spark session (scripts/build-jar.sh)"
+        raise SpotAEError(f"the JVM scorer was asked for but {why}")
+    if ready:  # the Arrow scorer reads every input from its f_* column; the ready-made ones stay beside the score
+        return score_features(model, flows.withColumns({"_in_" + c: F.col(c) for c in ready})) \
+            .withColumnsRenamed({"_in_" + c: c for c in ready}).select(*keep, *ready, SCORE)
     udf = _scorer_udf(model, feature_matrix)
     return flows.withColumn(SCORE, udf(F.struct(*FEATURE_INPUTS))).select(*keep, SCORE)
 

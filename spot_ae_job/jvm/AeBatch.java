@@ -5,8 +5,9 @@ import java.nio.ByteOrder;
 import java.util.Arrays;
 
 /**
- * The paper model's score of a block of flows at a time: the 18 features of
- * spot_ae_job/features.py, the scaling and the 18-12-18 forward pass, column by column.
+ * An autoencoder's score of a block of flows at a time: the 18 features of
+ * spot_ae_job/features.py (plus any inputs the source supplies ready-made after them, the
+ * ae-context model's host context), the scaling and the forward pass, column by column.
  *
  * Why blocks and columns: a score is ~430 multiply-adds and 12 tanh per flow; done one flow at
  * a time (the former row UDF) that is scalar code, ~0.6 us of CPU per flow. Over a block of
@@ -23,17 +24,18 @@ import java.util.Arrays;
  * Not thread-safe: one instance per task (its arrays are the task's scratch space).
  */
 final class AeBatch {
-    static final int FEATURES = 18;
+    static final int FEATURES = 18;  // computed here from the flow's columns; inputs past them come ready-made
     static final int BLOCK = 256;  // rows per pass: the block's arrays (~40 kB) stay in L1/L2
 
+    final int nIn;
     private final int nHid;
     private final float[] scale, offset;  // float32, as the numpy scorer scales
-    private final float[] w1, b1, w2, b2;  // w1[i * nHid + j], w2[j * FEATURES + k]
+    private final float[] w1, b1, w2, b2;  // w1[i * nHid + j], w2[j * nIn + k]
 
     // Per block: the inputs a source fills, then the features, hidden units, reconstruction.
     final int[] protoBits = new int[BLOCK], flagBits = new int[BLOCK];
     final double[] ipkt = new double[BLOCK], ibyt = new double[BLOCK], opkt = new double[BLOCK], obyt = new double[BLOCK];
-    final float[][] x = new float[FEATURES][BLOCK];  // x[9..15] are filled by the source (log1p of the counts)
+    final float[][] x;  // x[9..15] (log1p of the counts) and x[18..] (ready-made inputs) are filled by the source
     private final float[][] h;
     private final float[] o = new float[BLOCK], err = new float[BLOCK];
 
@@ -41,11 +43,12 @@ final class AeBatch {
      * offset[nIn], w1[nIn*nHid], b1[nHid], w2[nHid*nIn], b2[nIn]. */
     AeBatch(byte[] blob) {
         ByteBuffer b = ByteBuffer.wrap(blob).order(ByteOrder.LITTLE_ENDIAN);
-        int nIn = (int) b.getDouble();
+        nIn = (int) b.getDouble();
         nHid = (int) b.getDouble();
-        if (nIn != FEATURES || nHid <= 0 || blob.length != 8 * (2 + 3 * nIn + 2 * nIn * nHid + nHid)) {
-            throw new IllegalArgumentException("spot-ae model blob does not hold an 18-k-18 autoencoder");
+        if (nIn < FEATURES || nHid <= 0 || blob.length != 8 * (2 + 3 * nIn + 2 * nIn * nHid + nHid)) {
+            throw new IllegalArgumentException("spot-ae model blob does not hold an n-k-n autoencoder with n >= 18");
         }
+        x = new float[nIn][BLOCK];
         scale = floats(b, nIn);
         offset = floats(b, nIn);
         w1 = floats(b, nIn * nHid);
@@ -124,7 +127,7 @@ final class AeBatch {
         return bits;
     }
 
-    // ---- one block: a source has filled protoBits, flagBits, x[9..15] and the raw counts ----
+    // ---- one block: a source has filled protoBits, flagBits, x[9..15], x[18..] and the raw counts ----
 
     /** The scores of the block's first `len` rows into out[off..off+len). Every step is a loop
      * over one row range of separate arrays, the shape the JIT vectorizes. */
@@ -134,7 +137,8 @@ final class AeBatch {
         for (int k = 0; k < 6; k++) bit(x[3 + k], flagBits, k, len);
         perPacket(x[16], ibyt, ipkt, len);
         perPacket(x[17], obyt, opkt, len);
-        for (int k = 0; k < FEATURES; k++) {
+        final int n = nIn;
+        for (int k = 0; k < n; k++) {
             final float sc = scale[k], of = offset[k];
             final float[] xk = x[k];
             for (int r = 0; r < len; r++) xk[r] = xk[r] * sc + of;
@@ -143,19 +147,20 @@ final class AeBatch {
         for (int j = 0; j < m; j++) {
             final float[] hj = h[j];
             Arrays.fill(hj, 0, len, b1[j]);
-            dot(hj, x, w1, j, m, FEATURES, len);
+            dot(hj, x, w1, j, m, n, len);
             tanh(hj, len);
         }
         final float[] o = this.o, err = this.err;
         Arrays.fill(err, 0, len, 0f);
-        for (int k = 0; k < FEATURES; k++) {
+        for (int k = 0; k < n; k++) {
             final float bk = b2[k];
             final float[] xk = x[k];
             for (int r = 0; r < len; r++) o[r] = bk - xk[r];
-            dot(o, h, w2, k, FEATURES, m, len);
+            dot(o, h, w2, k, n, m, len);
             for (int r = 0; r < len; r++) err[r] = Math.fma(o[r], o[r], err[r]);
         }
-        for (int r = 0; r < len; r++) out[off + r] = err[r] * (1.0 / FEATURES);
+        final double mean = 1.0 / n;
+        for (int r = 0; r < len; r++) out[off + r] = err[r] * mean;
     }
 
     private static void bit(float[] dst, int[] bits, int k, int len) {

@@ -52,7 +52,9 @@ import scala.jdk.javaapi.CollectionConverters;
  *   result is the batch's own vectors plus a score vector: no row is built for the input.
  * - rows: any other plan (filters, joins, computed columns) is run by Spark as usual and its
  *   rows are buffered a block at a time.
- * `path(df)` says which one a DataFrame takes. Why not a UDF: a UDF sees one row per call, so
+ * `path(df)` says which one a DataFrame takes. A model with inputs past the 18 (ae-context's
+ * host context, float columns Spark computes from the other flows) reads them ready-made from
+ * the rows, so it always takes the rows path. Why not a UDF: a UDF sees one row per call, so
  * none of the arithmetic can be vectorized (the UDF this replaces ran ~3x slower).
  */
 public final class AeScore {
@@ -70,10 +72,14 @@ public final class AeScore {
 
     /**
      * df (with the 9 input columns in their flow-table types: score.py casts) -> the columns
-     * `keep` of df, in that order, + `scoreCol` (double, never null).
+     * `keep` of df, in that order, + `scoreCol` (double, never null for the 18 features; NaN
+     * where a ready-made input is null or NaN, as the numpy scorer gives). `readyList`: float
+     * columns of df that are the model's inputs after the 18 (ae-context's host context, which
+     * Spark computes over the other flows), in weight order; empty for the paper's model.
      */
-    public static Dataset<Row> score(Dataset<Row> df, byte[] model, List<String> keepList, String scoreCol) {
-        String[] keep = keepList.toArray(new String[0]);
+    public static Dataset<Row> score(Dataset<Row> df, byte[] model, List<String> keepList, String scoreCol,
+                                     List<String> readyList) {
+        String[] keep = keepList.toArray(new String[0]), ready = readyList.toArray(new String[0]);
         StructType schema = df.schema();
         for (int i = 0; i < INPUTS.length; i++) {
             DataType t = schema.apply(INPUTS[i]).dataType();
@@ -82,24 +88,34 @@ public final class AeScore {
                     + INPUT_TYPES[i].simpleString());
             }
         }
-        new AeBatch(model);  // a bad model fails here, on the driver, not in every task
+        for (String r : ready) {
+            DataType t = schema.apply(r).dataType();
+            if (!t.equals(DataTypes.FloatType)) {
+                throw new IllegalArgumentException("column " + r + " is " + t.simpleString() + ", the scorer reads float");
+            }
+        }
+        int nIn = new AeBatch(model).nIn;  // a bad model fails here, on the driver, not in every task
+        if (nIn != AeBatch.FEATURES + ready.length) {
+            throw new IllegalArgumentException("the model has " + nIn + " inputs, not 18 + " + ready.length + " ready-made");
+        }
         List<StructField> fields = new ArrayList<>();
         for (String k : keep) fields.add(schema.apply(k));
         fields.add(DataTypes.createStructField(scoreCol, DataTypes.DoubleType, false));
         StructType out = DataTypes.createStructType(fields);
 
-        Columnar c = columnar(df);
+        Columnar c = ready.length == 0 ? columnar(df) : null;  // ready-made inputs are computed: never a plain read
         if (c != null) {
             int[] in = c.indices(schema, INPUTS), kept = c.indices(schema, keep);
             RDD<InternalRow> rows = c.scan.executeColumnar().toJavaRDD()
                 .mapPartitions(new ColumnarTask(model, in, kept)).rdd();
             return df.sparkSession().internalCreateDataFrame(rows, out, false);
         }
-        int[] in = new int[INPUTS.length];
+        int[] in = new int[INPUTS.length], readyIn = new int[ready.length];
         for (int i = 0; i < in.length; i++) in[i] = schema.fieldIndex(INPUTS[i]);
+        for (int i = 0; i < ready.length; i++) readyIn[i] = schema.fieldIndex(ready[i]);
         List<StructField> all = new ArrayList<>(Arrays.asList(schema.fields()));
         all.add(fields.get(fields.size() - 1));
-        RDD<InternalRow> rows = df.queryExecution().toRdd().toJavaRDD().mapPartitions(new RowTask(model, in)).rdd();
+        RDD<InternalRow> rows = df.queryExecution().toRdd().toJavaRDD().mapPartitions(new RowTask(model, in, readyIn)).rdd();
         Dataset<Row> scored = df.sparkSession().internalCreateDataFrame(rows, DataTypes.createStructType(all), false);
         Column[] cols = new Column[keep.length + 1];
         for (int i = 0; i < keep.length; i++) cols[i] = functions.col("`" + keep[i].replace("`", "``") + "`");
@@ -473,11 +489,12 @@ public final class AeScore {
     static final class RowTask implements FlatMapFunction<Iterator<InternalRow>, InternalRow> {
         private static final long serialVersionUID = 1L;
         private final byte[] model;
-        private final int[] in;
+        private final int[] in, ready;
 
-        RowTask(byte[] model, int[] in) {
+        RowTask(byte[] model, int[] in, int[] ready) {
             this.model = model;
             this.in = in;
+            this.ready = ready;
         }
 
         @Override
@@ -517,6 +534,9 @@ public final class AeScore {
                         ae.x[13][r] = (float) AeBatch.log1p(ib);
                         ae.x[14][r] = (float) AeBatch.log1p(op);
                         ae.x[15][r] = (float) AeBatch.log1p(ob);
+                        for (int j = 0; j < ready.length; j++) {
+                            ae.x[AeBatch.FEATURES + j][r] = row.isNullAt(ready[j]) ? Float.NaN : row.getFloat(ready[j]);
+                        }
                     }
                     ae.scoreBlock(len, scores, 0);
                     return true;

@@ -18,7 +18,8 @@ from pyspark.sql import functions as F
 from spot_ae_job.features import FEATURE_INPUTS, Scaler, add_features, feature_matrix
 from spot_ae_job.ingest.cicids import read_cicids
 from spot_ae_job.ingest.nfdump import decode_file
-from spot_ae_job.model import AEModel, HIDDEN, forward
+from spot_ae_job.context import CONTEXT_COLUMNS, FIXED_BOUNDS
+from spot_ae_job.model import AEModel, HIDDEN, forward, variant_columns, variant_features
 from spot_ae_job.schema import FLOW_COLUMNS, FLOW_SCHEMA
 from spot_ae_job.score import jvm_path, score_flows
 
@@ -127,6 +128,27 @@ def test_only_the_nine_inputs_matter(spark, flows):
     a = score_flows(model, df, scorer="jvm").select("rid", "score").orderBy("rid").collect()
     b = score_flows(model, other, scorer="jvm").select("rid", "score").orderBy("rid").collect()
     assert a == b and set(FEATURE_INPUTS) <= set(FLOW_COLUMNS)
+
+
+def test_the_context_model_is_scored_by_the_jvm_as_by_numpy(spark, flows):
+    """ae-context: Spark counts the host context; the JVM scorer reads those 11 columns ready-made
+    beside the 9 flow columns and gives the Arrow scorer's scores (and keeps the context beside them)."""
+    day = flows.withColumn("rid", F.monotonically_increasing_id()).cache()
+    feats = variant_features(day, "ae-context").cache()
+    cols = variant_columns("ae-context")
+    rng = np.random.default_rng(8)
+    n = len(cols)
+    weights = [rng.normal(0, 0.5, (n, HIDDEN)), rng.normal(0, 0.1, HIDDEN), rng.normal(0, 0.5, (HIDDEN, n)), rng.normal(0, 0.1, n)]
+    model = AEModel([w.astype(np.float32) for w in weights], Scaler.fit(feats, cols, fixed=FIXED_BOUNDS), threshold=0.1,
+                    meta={"version": "test-ctx", "kind": "ae-context"})
+    assert feats.where(F.col("sip").isNotNull()).count() > 5000  # real flows with hosts: the context is not all "alone"
+    jvm, arrow = score_flows(model, day, scorer="jvm"), score_flows(model, day, scorer="arrow")
+    assert jvm.columns == arrow.columns == [*day.columns, *CONTEXT_COLUMNS, "score"]
+    assert_same_scores(by_rid(jvm), by_rid(arrow))
+    with_ctx = score_flows(model, feats, scorer="jvm")  # context given: not counted again, same scores
+    assert_same_scores(by_rid(with_ctx), by_rid(arrow))
+    day.unpersist()
+    feats.unpersist()
 
 
 def test_without_the_jar_auto_falls_back_to_the_arrow_scorer_and_jvm_refuses(spark, flows, monkeypatch, caplog):
