@@ -141,8 +141,9 @@ def main() -> None:
 
     # The host-context model (the default where flows carry IPs), same rows, same run: its cost is
     # the context step (context.py: two shuffles of the day's keys, numpy counts, one join back) plus the
-    # same scorer on 29 inputs instead of 18. Timed end to end from the flow Parquet, and from
-    # rows whose context was already written (the scorer's part alone).
+    # same scorer on 29 inputs instead of 18 (the JVM scorer reads the 11 context columns from the
+    # rows). Timed end to end from the flow Parquet, and from rows whose context was already
+    # written (the scorer's part alone; and by the Arrow scorer, which scored this model before).
     ctx_rates = {}
     if not a.no_context:
         train_ctx = add_context(flows.limit(a.train_rows))
@@ -163,6 +164,7 @@ def main() -> None:
         ctx_rates["end to end"] = rate_few(lambda: score_flows(ctx_model, add_context(day()), columns=[]))
         ctx_rates["context step"] = rate_few(lambda: add_context(day()).select(*CONTEXT_COLUMNS))
         ctx_rates["scorer, context given"] = rate(lambda: score_flows(ctx_model, spark.read.parquet(ctx_pq), columns=[]))
+        ctx_rates["same, Arrow scorer"] = rate(lambda: score_flows(ctx_model, spark.read.parquet(ctx_pq), scorer="arrow", columns=[]))
         for k, v in ctx_rates.items():
             print(f"ae-context ({a.master}), {k:22s}: {v:,.0f} flows/s (score only)")
     if a.context_only:
