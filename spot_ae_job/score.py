@@ -1,6 +1,6 @@
 """Scoring every flow of a day on Spark, by one of two scorers that give the same scores.
 
-The JVM scorer (the default for the paper's model, when the session has the scorer jar:
+The JVM scorer (the default for both autoencoders, when the session has the scorer jar:
 jvm/AeScore.java + jvm/AeBatch.java, built by scripts/build-jar.sh) reads the flows where Spark
 holds them and scores a block of rows at a time with loops the JIT vectorizes: a plain read of
 the flow table (Parquet, or a cached table) is scored straight from Spark's column vectors, any
@@ -12,8 +12,9 @@ numpy scorer below on real flows.
 A model with inputs past the 18 (ae-context's host context) gets them computed by Spark first
 (context.py); the JVM scorer then reads them ready-made from the rows beside the nine flow columns.
 
-The Arrow scorer (a session without the jar, or SPOT_AE_SCORER=arrow): only the nine flow columns the features read cross from the JVM into Python, as whole Arrow
-batches (tens of thousands of rows); the other columns stay in the JVM and get the score joined
+The Arrow scorer (a session without the jar, or SPOT_AE_SCORER=arrow): only the columns the
+model reads cross from the JVM into Python, as whole Arrow batches (tens of thousands of rows):
+the nine flow columns, or a variant's f_* columns. The other columns stay in the JVM and get the score joined
 back by position. In Python one batch is: the features (features.feature_matrix, whole
 columns), the scaling, two small matrix products and a row-wise sum, so no Python code runs per
 row.
