@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from pyspark.sql import functions as F
 
-from spot_ae_job.features import FEATURE_INPUTS, Scaler, add_features, feature_matrix
+from spot_ae_job.features import FEATURE_INPUTS, Scaler, feature_matrix
 from spot_ae_job.ingest.cicids import read_cicids
 from spot_ae_job.ingest.nfdump import decode_file
 from spot_ae_job.context import CONTEXT_COLUMNS, FIXED_BOUNDS
@@ -33,14 +33,18 @@ def flows(spark, data_dir):
     return cic.select(*FLOW_COLUMNS).unionByName(nfdump).cache()
 
 
-def model_for(spark, flows, seed: int) -> AEModel:
-    """An 18-12-18 model with random weights and a scaler fitted on the flows: the two scorers
-    must agree for any weights, not only for trained ones."""
+def model_for(spark, flows, seed: int, variant: str = "ae") -> AEModel:
+    """An n-12-n model of the variant's inputs (18 for the paper's) with random weights and a
+    scaler fitted on the flows, as training fits it: the two scorers must agree for any weights,
+    not only for trained ones."""
+    cols = variant_columns(variant)
+    n = len(cols)
     rng = np.random.default_rng(seed)
-    weights = [rng.normal(0, 0.5, (18, HIDDEN)), rng.normal(0, 0.1, HIDDEN),
-               rng.normal(0, 0.5, (HIDDEN, 18)), rng.normal(0, 0.1, 18)]
-    scaler = Scaler.fit(add_features(flows))
-    return AEModel([w.astype(np.float32) for w in weights], scaler, threshold=0.1, meta={"version": f"test-{seed}"})
+    weights = [rng.normal(0, 0.5, (n, HIDDEN)), rng.normal(0, 0.1, HIDDEN),
+               rng.normal(0, 0.5, (HIDDEN, n)), rng.normal(0, 0.1, n)]
+    scaler = Scaler.fit(variant_features(flows, variant), cols, fixed=FIXED_BOUNDS)
+    return AEModel([w.astype(np.float32) for w in weights], scaler, threshold=0.1,
+                   meta={"version": f"test-{seed}", "kind": variant})
 
 
 def by_rid(scored) -> dict:
@@ -135,12 +139,7 @@ def test_the_context_model_is_scored_by_the_jvm_as_by_numpy(spark, flows):
     beside the 9 flow columns and gives the Arrow scorer's scores (and keeps the context beside them)."""
     day = flows.withColumn("rid", F.monotonically_increasing_id()).cache()
     feats = variant_features(day, "ae-context").cache()
-    cols = variant_columns("ae-context")
-    rng = np.random.default_rng(8)
-    n = len(cols)
-    weights = [rng.normal(0, 0.5, (n, HIDDEN)), rng.normal(0, 0.1, HIDDEN), rng.normal(0, 0.5, (HIDDEN, n)), rng.normal(0, 0.1, n)]
-    model = AEModel([w.astype(np.float32) for w in weights], Scaler.fit(feats, cols, fixed=FIXED_BOUNDS), threshold=0.1,
-                    meta={"version": "test-ctx", "kind": "ae-context"})
+    model = model_for(spark, feats, 8, "ae-context")
     assert feats.where(F.col("sip").isNotNull()).count() > 5000  # real flows with hosts: the context is not all "alone"
     jvm, arrow = score_flows(model, day, scorer="jvm"), score_flows(model, day, scorer="arrow")
     assert jvm.columns == arrow.columns == [*day.columns, *CONTEXT_COLUMNS, "score"]
