@@ -102,8 +102,9 @@ def _jvm_scorer(spark):
 
 
 def jvm_path(flows: DataFrame) -> str | None:
-    """How the JVM scorer reads `flows`: "columnar" (straight from Spark's column vectors) or
-    "rows"; None without the jar."""
+    """How the JVM scorer reads `flows` for the paper's model: "columnar" (straight from Spark's
+    column vectors) or "rows"; None without the jar. A model with ready-made inputs (ae-context)
+    always reads rows."""
     cls = _jvm_scorer(flows.sparkSession)
     return None if cls is None else str(cls.path(flows._jdf))
 
