@@ -232,15 +232,15 @@ def test_a_hosts_history_across_days_for_the_oa(spark, day_run, tmp_path):
         host_history(Results(storage), "not-an-ip")
 
 
-def test_a_long_chain_joins_into_one_component_without_the_plan_estimate_growing_round_by_round(spark):
-    """A path whose names alternate ends takes several rounds; each round's labels must not carry
-    the previous rounds' size estimate (it multiplied per join: a dense day's grouping once ran
-    the driver out of heap computing it)."""
+def test_a_long_chain_and_its_separate_islands_each_join_into_one_component(spark):
+    """A path whose names alternate ends (0, 399, 1, 398, ...) takes the most propagation rounds:
+    its minimum sits at one end. Beside it, pairs that touch nothing else stay their own."""
     n = 400
-    order = [i // 2 if i % 2 == 0 else n - 1 - i // 2 for i in range(n)]  # 0, 399, 1, 398, ...: min at one end
+    order = [i // 2 if i % 2 == 0 else n - 1 - i // 2 for i in range(n)]
     names = [f"h{v:04d}" for v in order]
-    edges = spark.createDataFrame(list(zip(names, names[1:])), "a string, b string")
-    labels = incidents.components(edges)
-    assert {r["comp"] for r in labels.collect()} == {"h0000"} and labels.count() == n
-    estimate = labels._jdf.queryExecution().optimizedPlan().stats().sizeInBytes()
-    assert int(estimate).bit_length() <= 64, f"a size estimate of {int(estimate).bit_length()} bits"
+    islands = [(f"z{i:03d}b", f"z{i:03d}a") for i in range(50)]
+    edges = spark.createDataFrame(list(zip(names, names[1:])) + islands, "a string, b string")
+    labels = {r["node"]: r["comp"] for r in incidents.components(edges).collect()}
+    assert {labels[x] for x in names} == {"h0000"}
+    assert all(labels[b] == labels[a] == a for b, a in islands)
+    assert len(labels) == n + 2 * len(islands)
