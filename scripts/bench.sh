@@ -14,8 +14,9 @@ declare -A cmd=(
   [stream]="benchmarks/bench_stream.py"
   [community-id]="benchmarks/bench_community_id.py"
   [oa]="benchmarks/oa_suspicious.py --all-flows 100000"
+  [oa-browser]="benchmarks/oa_browser.py --rows 275000 --all-flows 5500000"
 )
-order=(score train day ingest detection ae-vs-lda stream community-id oa)
+order=(score train day ingest detection ae-vs-lda stream community-id oa oa-browser)
 names=(${BENCH:-${order[@]}})
 for n in "${names[@]}"; do
   [[ -n ${cmd[$n]:-} ]] || { echo "bench: unknown benchmark '$n' (known: ${order[*]})" >&2; exit 2; }

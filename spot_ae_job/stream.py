@@ -24,11 +24,13 @@ from __future__ import annotations
 import functools
 import json
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Callable
 
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
+from pyspark.util import inheritable_thread_target
 
 from spot_ae_job import fsutil, incidents
 from spot_ae_job.alerts import write_alerts
@@ -43,6 +45,11 @@ from spot_ae_job.score import flag_suspicious
 APP_NAME = "spot-ae-stream"  # the name the ResourceManager UI shows
 BATCH_ID = "batch_id"
 DAY = "_day"
+# Days of one micro-batch written side by side (a backlog, or the stream catching up after a stop,
+# spans several): a day's writes are ~20 small Spark jobs (results, alerts, incident rounds,
+# run.json) that wait mostly on scheduling round trips, and Spark's scheduler runs the jobs of
+# several driver threads at once.
+DAY_WRITERS = 2
 
 
 def stream_location(day: str, huser: str) -> str:
@@ -130,9 +137,13 @@ class BatchScorer:
             counts = {r[DAY]: (r["n"], r["s"]) for r in scored.groupBy(DAY).agg(
                 F.count("*").alias("n"), F.sum(F.col("suspicious").cast("int")).alias("s")).collect()}
             rejected = {r[DAY]: r["count"] for r in rejects.groupBy(DAY).count().collect()}
-            for d in sorted(set(counts) | set(rejected)):
-                self._write_day(spark, scored.where(F.col(DAY) == d).drop(DAY),
-                                rejects.where(F.col(DAY) == d).drop(DAY), model, d, batch_id, rejected.get(d, 0))
+            # decorated here: each writer thread runs its jobs with this thread's local properties
+            # (the streaming query's job group, so stopping the query cancels them too)
+            write = inheritable_thread_target(lambda d: self._write_day(
+                spark, scored.where(F.col(DAY) == d).drop(DAY), rejects.where(F.col(DAY) == d).drop(DAY),
+                model, d, batch_id, rejected.get(d, 0)))
+            with ThreadPoolExecutor(DAY_WRITERS) as pool:
+                list(pool.map(write, sorted(set(counts) | set(rejected))))  # list(): a day's error is raised here
             scored.unpersist()
         finally:
             rows.unpersist()
