@@ -5,6 +5,7 @@ real local HDFS, with the checkpoint there, and restarts it."""
 from __future__ import annotations
 
 import collections
+import json
 import os
 import signal
 import subprocess
@@ -13,11 +14,14 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from pyspark.sql import functions as F
 
 from spot_ae_job import fsutil
+from spot_ae_job.alerts import read_alerts
 from spot_ae_job.errors import SpotAEError
 from spot_ae_job.features import FEATURE_COLUMNS, N_FEATURES, Scaler, add_features
 from spot_ae_job.ingest.nfdump import Decoded, decode_file
@@ -282,3 +286,41 @@ def test_a_context_model_streams_the_scores_a_batch_run_of_the_day_gives(spark, 
     panel = Results(open_storage(huser)).model(DAY)
     assert (panel["model"], panel["model_version"], panel["streamed"]) == ("ae-context", "ctx-v1", True)
     assert panel["threshold"] == pytest.approx(model.threshold)
+
+
+def on_days(dec: Decoded, n: int) -> Decoded:
+    """`dec`'s flows spread over n consecutive days: the k-th n-th of them moved k days on, with
+    every time column agreeing with the moved timestamp."""
+    df = dec.flows.to_pandas()
+    df["unix_tstamp"] += 86400 * (np.arange(len(df)) * n // len(df))
+    t = pd.to_datetime(df["unix_tstamp"], unit="s")
+    df["treceived"] = t.dt.strftime("%Y-%m-%d %H:%M:%S")
+    for col, part in (("tryear", "year"), ("trmonth", "month"), ("trday", "day"), ("trhour", "hour"),
+                      ("trminute", "minute"), ("trsec", "second")):
+        df[col] = getattr(t.dt, part)
+    flows = pa.Table.from_pandas(df, schema=dec.flows.schema, preserve_index=False)
+    return Decoded(dec.source, flows, dec.rejects.slice(0, 0), flows.num_rows)
+
+
+def test_a_batch_spanning_days_writes_each_day_its_own_flows_alerts_and_run_json(spark, tmp_path, sample):
+    """A backlog (or a stream catching up) puts several days in one micro-batch; they are written
+    side by side (stream.DAY_WRITERS), and each day gets exactly its own flows, suspicious flows,
+    alerts, incidents and run.json."""
+    huser = f"file://{tmp_path}/spot"
+    land(open_storage(huser), on_days(sample, 3), 3, "nf-days")
+    make_model(spark, huser, 6, "ae-v1")
+    q = start(spark, StreamOptions(huser, max_files_per_trigger=100, available_now=True), say=lambda _: None)
+    q.awaitTermination()
+    table = spark.read.parquet(flow_table_location(huser))
+    days = sorted(r[0] for r in table.select(F.format_string("%04d%02d%02d", "y", "m", "d")).distinct().collect())
+    assert days == ["20230125", "20230126", "20230127"]
+    for day in days:
+        y, m, d = int(day[:4]), int(day[4:6]), int(day[6:])
+        out = streamed(spark, huser, day)
+        assert out_keys(out) == out_keys(table.where((F.col("y") == y) & (F.col("m") == m) & (F.col("d") == d)))
+        assert fsutil.list_dirs(spark, f"{stream_location(day, huser)}/all_scores") == ["batch=0"]  # one batch
+        flagged = out.where("suspicious").count()
+        assert streamed(spark, huser, day, "suspicious").count() == flagged == len(read_alerts(spark, day, huser)) > 0
+        assert streamed(spark, huser, day, "incidents").count() > 0
+        run = json.loads(Path(Layout(huser).results(Day.parse(day)).stream_run_json.removeprefix("file://")).read_text())
+        assert (run["day"], run["model_version"], run["last_batch"]) == (day, "ae-v1", 0)
