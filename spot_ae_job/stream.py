@@ -46,8 +46,8 @@ APP_NAME = "spot-ae-stream"  # the name the ResourceManager UI shows
 BATCH_ID = "batch_id"
 DAY = "_day"
 # Days of one micro-batch written side by side (a backlog, or the stream catching up after a stop,
-# spans several): a day's writes are ~20 small Spark jobs (results, alerts, incident rounds,
-# run.json) that wait mostly on scheduling round trips, and Spark's scheduler runs the jobs of
+# spans several): a day's writes are ~20 small Spark jobs (results, alerts, incidents, run.json)
+# that wait mostly on scheduling round trips, and Spark's scheduler runs the jobs of
 # several driver threads at once.
 DAY_WRITERS = 2
 
