@@ -30,13 +30,21 @@ Per stage: wall time, flows/s, and peak memory (PSS) of the driver (this Python 
 Python workers (sampled every 0.5 s). The day is never collected: only counts, the model and the
 small summaries ml-ops itself collects reach the driver.
 
+`--evaluate-days N` then runs `spot-ae evaluate` (evaluate.run, all three models, its defaults)
+over N more days of `--evaluate-flows` flows in all (default 10 days, 16 M flows), built the same
+way with dates following the bench day's, and prints its time, its own timings and peak memory;
+`--models=` skips the bench day and its ml-ops. The day's rows are split over several CSV files by Spark, so they are
+pooled into one day per date (`--pool-files`), not split per file.
+
     .venv/bin/python benchmarks/bench_day.py --flows 200000          # small (CI, a shared machine)
     .venv/bin/python benchmarks/bench_day.py                         # 5.5 M flows: an idle machine; ~40 min with --models auto
+    .venv/bin/python benchmarks/bench_day.py --models= --evaluate-days 10 --evaluate-flows 16000000
 """
 from __future__ import annotations
 
 import argparse
 import contextlib
+import datetime as dt
 import json
 import math
 import os
@@ -55,7 +63,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from pyspark.sql import functions as F  # noqa: E402
 from pyspark.sql.types import StringType, StructField, StructType  # noqa: E402
 
-from spot_ae_job import drift, mlops, registry  # noqa: E402
+from spot_ae_job import drift, evaluate, mlops, registry  # noqa: E402
 from spot_ae_job.alerts import write_alerts  # noqa: E402
 from spot_ae_job.cli import default_data  # noqa: E402
 from spot_ae_job.ingest.flowtable import load_csv  # noqa: E402
@@ -145,6 +153,25 @@ def build_day(spark, out_dir: str, flows: int, day: Day) -> int:
     return copies * per_copy + math.ceil(copies / ATTACK_EVERY) * attacks
 
 
+def bench_evaluate(spark, stage, work: Path, day: Day, a) -> dict:
+    """`spot-ae evaluate` over `a.evaluate_days` days built like the bench day, dates after it."""
+    per_day = a.evaluate_flows // a.evaluate_days
+    first = dt.date(day.year, day.month, day.day) + dt.timedelta(days=1)
+    dirs = [f"file://{work}/eval-csv/{first + dt.timedelta(days=i):%Y%m%d}" for i in range(a.evaluate_days)]
+    print(f"\nevaluate over {a.evaluate_days} days of ~{per_day:,} flows each, from {first}:")
+    n = sum(stage(f"build {Path(d).name}'s CSVs (not a pipeline stage)",
+                  lambda d=d: build_day(spark, d, per_day, Day.parse(Path(d).name)), per_day) for d in dirs)
+    data = [x for d in dirs for x in ("--data", d)]
+    args = evaluate.parser().parse_args([*data, "--pool-files", "--out", f"{work}/evaluation", "--master", a.master,
+                                         "--epochs", str(a.epochs)])
+    out = stage("spot-ae evaluate (all models, every day)", lambda: evaluate.run(args), n)
+    summary = out["summary"]
+    print(f"  evaluate's own timings (s): {summary['timings_s']}")
+    print(f"  days {len(summary['days'])}, training day {summary['train_day']}, "
+          f"rows {sum(d['flows'] for d in summary['days'].values()):,}")
+    return {"flows": n, "days": a.evaluate_days, "timings_s": summary["timings_s"]}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--flows", type=int, default=5_500_000, help="about this many flows (default 5.5 M)")
@@ -154,6 +181,8 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=90)
     ap.add_argument("--work", default=None, help="folder for the CSVs and the flow table (default: a temporary one, removed)")
     ap.add_argument("--out", default=None, help="write the figures as JSON here")
+    ap.add_argument("--evaluate-days", type=int, default=0, help="then evaluate over this many more days (0: not)")
+    ap.add_argument("--evaluate-flows", type=int, default=16_000_000, help="flows of those days together (default 16 M)")
     a = ap.parse_args()
     if a.flows < 10_000:
         sys.exit("bench_day: --flows must be at least 10000")
@@ -169,59 +198,64 @@ def main() -> None:
         mem.mark()
         t = time.perf_counter()
         out = fn()
-        dt = time.perf_counter() - t
+        secs = time.perf_counter() - t
         peaks = mem.mark()
-        rows.append({"stage": name, "seconds": dt, "flows": flows, "flows_per_s": flows / dt if flows else None,
+        rows.append({"stage": name, "seconds": secs, "flows": flows, "flows_per_s": flows / secs if flows else None,
                      **{f"peak_{k}_mib": v / 2**20 for k, v in peaks.items()}})
-        rate = f"{flows / dt:>12,.0f}" if flows else f"{'':>12}"
-        print(f"  {name:44s} {dt:9.1f} s {rate} flows/s   peak MiB: driver {peaks['driver'] / 2**20:6,.0f}  "
+        rate = f"{flows / secs:>12,.0f}" if flows else f"{'':>12}"
+        print(f"  {name:44s} {secs:9.1f} s {rate} flows/s   peak MiB: driver {peaks['driver'] / 2**20:6,.0f}  "
               f"JVM {peaks['jvm'] / 2**20:6,.0f}  workers {peaks['workers'] / 2**20:6,.0f}  all {peaks['total'] / 2**20:6,.0f}",
               flush=True)
         return out
 
-    print(f"bench day {day}: ~{a.flows:,} flows from {SOURCE}, work folder {work}, {a.master}; measures cost, not detection")
-    csv_dir = f"file://{work}/csv"
-    n_day = stage("build the day's CSVs (not a pipeline stage)", lambda: build_day(spark, csv_dir, a.flows, day), a.flows)
-    stage("load (load-csv: CIC reader -> flow table)", lambda: load_csv(spark, layout.huser, csv_dir, None, say=lambda m: None), n_day)
-    n_day = mlops.read_day(spark, layout, day).count()
-    print(f"  the day in the flow table: {n_day:,} flows")
+    models = [m for m in a.models.split(",") if m]
+    results: dict = {"day": str(day), "master": a.master, "models": {}}
+    if models:  # --models= : only the evaluate part
+        print(f"bench day {day}: ~{a.flows:,} flows from {SOURCE}, work folder {work}, {a.master}; measures cost, not detection")
+        csv_dir = f"file://{work}/csv"
+        n_day = stage("build the day's CSVs (not a pipeline stage)", lambda: build_day(spark, csv_dir, a.flows, day), a.flows)
+        stage("load (load-csv: CIC reader -> flow table)", lambda: load_csv(spark, layout.huser, csv_dir, None, say=lambda m: None), n_day)
+        n_day = mlops.read_day(spark, layout, day).count()
+        print(f"  the day in the flow table: {n_day:,} flows")
 
-    quiet = lambda m: None  # noqa: E731
-    results: dict = {"flows": n_day, "day": str(day), "master": a.master, "models": {}}
-    for choice in a.models.split(","):
-        opts = mlops.RunOptions(model=choice, train=registry.TrainOptions(epochs=a.epochs))
-        print(f"\nml-ops {day} flow --model {choice} (end to end, as ml_ops runs it):")
-        first = len(rows)
-        model = stage("train + threshold + save (obtain_model)", lambda: mlops.obtain_model(spark, layout, day, opts, quiet), n_day)
-        summary = stage("score + results + drift + alerts + incidents (score_day)",
-                        lambda: mlops.score_day(spark, layout, day, model, opts, quiet), n_day)
-        e2e = sum(r["seconds"] for r in rows[first:])
-        peak = max(r["peak_total_mib"] for r in rows[first:])
-        print(f"  = ml-ops end to end: {e2e / 60:.1f} min, {n_day / e2e:,.0f} flows/s; peak {peak / 1024:.1f} GiB "
-              f"(goal <= {GOAL_MINUTES} min and <= {GOAL_GIB} GiB: "
-              f"{'MET' if e2e <= GOAL_MINUTES * 60 and peak <= GOAL_GIB * 1024 else 'MISSED'})")
-        t = model.meta.get("timings")
-        if t:
-            print(f"  training's own split: prepare {t['prepare_s']} s, epochs {t['epochs_s']} s "
-                  f"({model.meta.get('epochs_run')} epochs, batch {model.meta.get('batch_size')}, "
-                  f"{model.meta.get('training_rows'):,} rows), threshold {t['threshold_s']} s, references {t['references_s']} s")
-        print("  breakdown, each stage again on its own:")
-        flows = mlops.read_day(spark, layout, day)
-        if model.kind != registry.LDA_KIND:
-            stage("features of the day (noop sink)",
-                  lambda: variant_features(flows, model.kind).write.format("noop").mode("overwrite").save(), n_day)
-        stage("scoring (score_valid, noop sink)",
-              lambda: mlops.score_valid(model, flows)[0].write.format("noop").mode("overwrite").save(), n_day)
-        res = layout.results(day)
-        stored = spark.read.parquet(res.all_scores)
-        if model.meta.get("drift_reference"):
-            stage("drift (against the training data)",
-                  lambda: drift.measure(model.meta["drift_reference"], drift.named_features(stored, keep=(SCORE,))), n_day)
-        stage("alerts (ECS documents of the suspicious flows)",
-              lambda: write_alerts(spark, stored, model, str(day), layout.huser, summary.threshold,
-                                   summary.threshold_mode, progress=quiet), n_day)
-        results["models"][choice] = {"kind": model.kind, "end_to_end_s": e2e, "peak_mib": peak,
-                                     "suspicious": summary.suspicious, "timings": t, "stages": rows[first:]}
+        quiet = lambda m: None  # noqa: E731
+        results["flows"] = n_day
+        for choice in models:
+            opts = mlops.RunOptions(model=choice, train=registry.TrainOptions(epochs=a.epochs))
+            print(f"\nml-ops {day} flow --model {choice} (end to end, as ml_ops runs it):")
+            first = len(rows)
+            model = stage("train + threshold + save (obtain_model)", lambda: mlops.obtain_model(spark, layout, day, opts, quiet), n_day)
+            summary = stage("score + results + drift + alerts + incidents (score_day)",
+                            lambda: mlops.score_day(spark, layout, day, model, opts, quiet), n_day)
+            e2e = sum(r["seconds"] for r in rows[first:])
+            peak = max(r["peak_total_mib"] for r in rows[first:])
+            print(f"  = ml-ops end to end: {e2e / 60:.1f} min, {n_day / e2e:,.0f} flows/s; peak {peak / 1024:.1f} GiB "
+                  f"(goal <= {GOAL_MINUTES} min and <= {GOAL_GIB} GiB: "
+                  f"{'MET' if e2e <= GOAL_MINUTES * 60 and peak <= GOAL_GIB * 1024 else 'MISSED'})")
+            t = model.meta.get("timings")
+            if t:
+                print(f"  training's own split: prepare {t['prepare_s']} s, epochs {t['epochs_s']} s "
+                      f"({model.meta.get('epochs_run')} epochs, batch {model.meta.get('batch_size')}, "
+                      f"{model.meta.get('training_rows'):,} rows), threshold {t['threshold_s']} s, references {t['references_s']} s")
+            print("  breakdown, each stage again on its own:")
+            flows = mlops.read_day(spark, layout, day)
+            if model.kind != registry.LDA_KIND:
+                stage("features of the day (noop sink)",
+                      lambda: variant_features(flows, model.kind).write.format("noop").mode("overwrite").save(), n_day)
+            stage("scoring (score_valid, noop sink)",
+                  lambda: mlops.score_valid(model, flows)[0].write.format("noop").mode("overwrite").save(), n_day)
+            res = layout.results(day)
+            stored = spark.read.parquet(res.all_scores)
+            if model.meta.get("drift_reference"):
+                stage("drift (against the training data)",
+                      lambda: drift.measure(model.meta["drift_reference"], drift.named_features(stored, keep=(SCORE,))), n_day)
+            stage("alerts (ECS documents of the suspicious flows)",
+                  lambda: write_alerts(spark, stored, model, str(day), layout.huser, summary.threshold,
+                                       summary.threshold_mode, progress=quiet), n_day)
+            results["models"][choice] = {"kind": model.kind, "end_to_end_s": e2e, "peak_mib": peak,
+                                         "suspicious": summary.suspicious, "timings": t, "stages": rows[first:]}
+    if a.evaluate_days:
+        results["evaluate"] = bench_evaluate(spark, stage, work, day, a)
     results["stages"] = rows
     run_peak = mem.stop()
     print(f"\npeak memory (PSS) of the whole run: driver {run_peak['driver'] / 2**20:,.0f} MiB, JVM {run_peak['jvm'] / 2**20:,.0f} MiB, "
