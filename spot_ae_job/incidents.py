@@ -189,8 +189,11 @@ def group(flows: DataFrame, gap: int = GAP_SECONDS, open_nodes: DataFrame | None
     if open_nodes is not None:
         reached = (comp.where(F.col("node").startswith("open#"))
                    .select("comp", F.expr("substring(node, 6)").alias(INCIDENT_ID)))
+    # computed now, while the sessions are cached: the callers read it several times, and a lazy
+    # result would compute the sessions again after they are unpersisted
+    out = out.unionByName(lonely).distinct().localCheckpoint()
     s.unpersist()
-    return out.unionByName(lonely).distinct(), reached
+    return out, reached
 
 
 def incident_id(day: str, first_alert):
