@@ -431,17 +431,20 @@ def extend_stream(spark: SparkSession, scored: DataFrame, model, day: str, huser
         classifier = family.latest(spark, Layout(huser))
     threshold = model.threshold if threshold is None else threshold
     name = f"batch={batch_id}"
-    prev = latest_stream_incidents(spark, res.stream_incidents, before=batch_id)
+    index = StreamIndex(spark, res.stream_incidents_index)
     rows = eligible(spark, scored.where(SUSPICIOUS), huser, day)
     rows = _prepared(with_alert_ids(rows, day, model.version), classifier, scored).cache()
     if rows.isEmpty():
         rows.unpersist()
         for d in (res.stream_incidents, res.stream_incident_members, res.stream_incidents_ecs):
             fsutil.delete(spark, f"{d}/{name}")
+        index.drop(batch_id)
         return {"batch": batch_id, "incidents_touched": 0}
     open_nodes = None
+    lo = rows.agg(F.min(F.coalesce(F.col("unix_tstamp"), F.lit(0)))).first()[0]
+    # only the batches that may hold an incident still open: the day's earlier batches are many
+    prev = latest_stream_incidents(spark, res.stream_incidents, before=batch_id, index=index, since=lo - gap)
     if prev is not None:
-        lo = rows.agg(F.min(F.coalesce(F.col("unix_tstamp"), F.lit(0)))).first()[0]
         open_inc = prev.where(F.col("merged_into").isNull() & (F.col("last_seen") >= F.lit(lo - gap))).cache()
         open_nodes = open_inc.select(F.concat(F.lit("open#"), INCIDENT_ID).alias("node"), "first_seen", "last_seen",
                                      F.explode("hosts").alias("h")).select(
@@ -487,21 +490,66 @@ def extend_stream(spark: SparkSession, scored: DataFrame, model, day: str, huser
     if prev is not None:
         open_inc.unpersist()
     stored = spark.read.parquet(f"{res.stream_incidents}/{name}")
+    r = stored.agg(F.count("*").alias("n"), F.max("last_seen").alias("last"), F.min("first_seen").alias("first")).first()
+    index.record(batch_id, r["last"])
     created = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
-    mem = spark.read.parquet(res.stream_incident_members)
+    # the touched incidents' members are in batches whose incidents reach their first flow
+    mem = spark.read.parquet(*[f"{res.stream_incident_members}/{d}" for d in
+                               index.batch_dirs(res.stream_incident_members, before=batch_id + 1, since=r["first"])])
     ecs_documents(stored.where(F.col("merged_into").isNull()), mem, created).write.mode("overwrite").text(f"{res.stream_incidents_ecs}/{name}")
-    n = stored.count()
+    n = int(r["n"])
     progress(f"batch {batch_id} {day}: {n} incidents opened or extended")
     return {"batch": batch_id, "incidents_touched": n}
 
 
-def latest_stream_incidents(spark: SparkSession, root: str, before: int | None = None) -> DataFrame | None:
+class StreamIndex:
+    """stream/incidents_index.json: for each batch of a day, the latest `last_seen` of the
+    incidents it wrote. Why: a batch needs only the incidents still open and their members, and
+    a day holds a batch a rotation (1,440 with 1-minute files); reading them all made each batch
+    slower than the one before. An incident only grows, so its rows' last_seen never falls from
+    one batch to the next: the batches holding an open incident's latest row, or any member of an
+    incident that began at time t, are among those whose entry is >= that time. An entry is
+    written after its batch's incidents and members (so it names complete directories) and
+    re-written by a re-run; a batch directory without one (written before the index existed) is
+    read if Spark finished it."""
+
+    def __init__(self, spark: SparkSession, uri: str | None):
+        self.spark, self.uri = spark, uri
+        self.entries = json.loads(fsutil.read_text(spark, uri))["batches"] if uri and fsutil.exists(spark, uri) else {}
+
+    def record(self, batch_id: int, last_seen) -> None:
+        self.entries[str(batch_id)] = None if last_seen is None else int(last_seen)
+        fsutil.write_text(self.spark, self.uri, json.dumps({"batches": self.entries}))
+
+    def drop(self, batch_id: int) -> None:
+        if self.entries.pop(str(batch_id), "absent") != "absent":
+            fsutil.write_text(self.spark, self.uri, json.dumps({"batches": self.entries}))
+
+    def batch_dirs(self, root: str, before: int | None = None, since=None) -> list[str]:
+        """The complete batch=<id> directories under `root` before batch `before` whose incidents
+        reach `since` (all, when None)."""
+        out = []
+        for d in fsutil.list_dirs(self.spark, root):
+            if not d.startswith("batch=") or (before is not None and int(d.split("=", 1)[1]) >= before):
+                continue
+            last = self.entries.get(d.split("=", 1)[1], "absent")
+            if last == "absent":
+                if fsutil.exists(self.spark, f"{root}/{d}/_SUCCESS"):
+                    out.append(d)
+            elif since is None or last is None or last >= since:
+                out.append(d)
+        return out
+
+
+def latest_stream_incidents(spark: SparkSession, root: str, before: int | None = None,
+                            index: "StreamIndex | None" = None, since=None) -> DataFrame | None:
     """The stream's incidents of a day as they stand: each id's row from the latest batch that
-    wrote it (only batches before `before`, when given; only batches Spark finished)."""
+    wrote it (only batches before `before`, when given; only complete batches; with an `index`,
+    only those whose incidents reach `since`, which keeps every incident with last_seen >= since
+    as it stands)."""
     if not fsutil.exists(spark, root):
         return None
-    dirs = [d for d in fsutil.list_dirs(spark, root) if d.startswith("batch=")
-            and (before is None or int(d.split("=", 1)[1]) < before) and fsutil.exists(spark, f"{root}/{d}/_SUCCESS")]
+    dirs = (index or StreamIndex(spark, None)).batch_dirs(root, before, since)
     if not dirs:
         return None
     df = spark.read.parquet(*[f"{root}/{d}" for d in dirs])

@@ -164,6 +164,10 @@ class DayResults:
     def stream_incidents_ecs(self) -> str:  # incidents_ecs/batch=<id>/
         return f"{self.stream}/incidents_ecs"
 
+    @property
+    def stream_incidents_index(self) -> str:  # per batch, the latest last_seen of its incidents (incidents.StreamIndex)
+        return f"{self.stream}/incidents_index.json"
+
     def tmp(self, name: str) -> str:
         return f"{self.root}/_{name}_tmp"
 

@@ -12,7 +12,7 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 from pyspark.sql.window import Window
 
-from spot_ae_job import incidents
+from spot_ae_job import fsutil, incidents
 from spot_ae_job.alerts import read_alerts, write_alerts
 from spot_ae_job.features import N_FEATURES, Scaler
 from spot_ae_job.layout import Day, Layout
@@ -157,6 +157,33 @@ def test_stream_batches_extend_an_open_incident_and_open_new_ones_after_the_gap(
                             m, DAY, huser, batch_id=3, progress=say)
     again = incidents.latest_stream_incidents(spark, res.stream_incidents).where(F.col("incident_id") == kept["incident_id"])
     assert again.first()["flows"] == 3
+
+
+def test_a_stream_batch_reads_only_the_batches_that_can_hold_an_open_incident_and_gets_what_reading_all_gives(spark, tmp_path):
+    batches = [[(0, "10.0.0.1", "10.0.0.9", 22, 2.0)],                                   # A: closed long before batch 3
+               [(7200, "10.0.5.1", "10.0.5.2", 80, 2.0)],                                # B opens
+               [(7300, "10.0.5.1", "10.0.5.3", 80, 3.0), (7310, "10.0.6.1", "10.0.6.2", 443, 2.0)],
+               [(7400, "10.0.5.1", "10.0.5.4", 80, 2.0), (7410, "10.0.0.1", "10.0.0.8", 22, 2.0)]]  # B grows; A again, new
+    say = lambda *_: None  # noqa: E731
+    got = {}
+    for how in ("index", "no index"):
+        huser = f"file://{tmp_path}/{how.replace(' ', '-')}/spot"
+        res = Layout(huser).results(Day.parse(DAY))
+        for b, rows in enumerate(batches):
+            if how == "no index":  # as a day streamed before the index existed: every batch read
+                fsutil.delete(spark, res.stream_incidents_index)
+            incidents.extend_stream(spark, flows(spark, rows, ranked=False), model(), DAY, huser, batch_id=b, progress=say)
+        inc = incidents.latest_stream_incidents(spark, res.stream_incidents)
+        docs = incidents.read_incident_documents(spark, DAY, huser)
+        got[how] = (sorted((r["incident_id"], r["flows"], r["first_seen"], r["last_seen"], r["merged_into"]) for r in inc.collect()),
+                    sorted((d["event"]["id"], tuple(d["spot_ae"]["incident"]["alert_ids"])) for d in docs))
+        if how == "index":
+            index = incidents.StreamIndex(spark, res.stream_incidents_index)
+            # batch 3 starts at 7400: only batches 1 and 2 have incidents within the gap of it
+            assert index.batch_dirs(res.stream_incidents, before=3, since=T0 + 7400 - incidents.GAP_SECONDS) == ["batch=1", "batch=2"]
+    assert got["index"] == got["no index"]
+    flows_of = sorted(f for _, f, *_ in got["index"][0])
+    assert flows_of == [1, 1, 1, 3]  # A's first flow, A's new one, the lone 10.0.6.1, and B with its three
 
 
 def _ips(v) -> bool:
