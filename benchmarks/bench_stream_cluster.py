@@ -49,6 +49,7 @@ sys.path.insert(0, str(REPO))
 
 from spot_ae_job.cli import default_data  # noqa: E402
 from spot_ae_job.ingest import replay  # noqa: E402
+from tests.integration.test_stream_cluster import ROWS  # noqa: E402  (the tests' row count over WebHDFS)
 
 SOURCE = "cicids2018/aegmm__toy_dataset.csv"
 TRAIN_DAY = "20180216"
@@ -59,32 +60,10 @@ GOAL_P95_S = 120
 PER_PACKET = replay.Exporter().per_packet
 
 # Run in the ML client: what HDFS holds about the stream and the ingest of the replayed files.
-HDFS_FACTS = r"""
-import io, json, sys, pyarrow.parquet as pq
+HDFS_FACTS = ROWS + r"""
 from spot_ae_job.layout import Day, Layout
-from spot_ae_job.storage import WebHDFS
-c = WebHDFS("http://namenode:9870", user="spot")
 lay = Layout("/user/spot")
 days = json.loads(sys.argv[1])
-
-def ls(path):
-    return c.list(path) if c.exists(path) else []
-
-def rows(path, committed_only=False):
-    entries = ls(path)
-    names = [e["pathSuffix"] for e in entries]
-    if committed_only and any(n.endswith(".parquet") for n in names) and "_SUCCESS" not in names:
-        return 0
-    n = 0
-    for e in entries:
-        name = e["pathSuffix"]
-        if name.startswith((".", "_")):
-            continue
-        if e["type"] == "DIRECTORY":
-            n += rows(path + "/" + name, committed_only)
-        elif name.endswith(".parquet"):
-            n += pq.ParquetFile(io.BytesIO(c.read(path + "/" + name))).metadata.num_rows
-    return n
 
 ck = lay.stream_checkpoint
 listed = {}

@@ -25,20 +25,19 @@ REPO = Path(__file__).resolve().parents[2]
 TRAIN_DAY = "20180216"
 SPOOL = "/var/spool/spot-ae"
 
-# Rows of a day: in the flow table (every Parquet file under y=/m=/d=) and as streamed (every
-# batch directory Spark committed). Counted in the ml-client over WebHDFS, so the check reads HDFS
-# itself and not the stream's own log.
-COUNT_ROWS = r"""
-import io, sys, pyarrow.parquet as pq
+# Counted in the ml-client over WebHDFS (a script run there), so a check reads HDFS itself and not
+# the stream's own log: `rows(path, committed_only)` = Parquet rows under path (with
+# committed_only, only in directories Spark committed). benchmarks/bench_stream_cluster.py uses it too.
+ROWS = r"""
+import io, json, sys, pyarrow.parquet as pq
 from spot_ae_job.storage import WebHDFS
 c = WebHDFS("http://namenode:9870", user="spot")
-day = sys.argv[1]
-y, m, d = int(day[:4]), int(day[4:6]), int(day[6:])
+
+def ls(path):
+    return c.list(path) if c.exists(path) else []
 
 def rows(path, committed_only=False):
-    if not c.exists(path):
-        return 0
-    entries = c.list(path)
+    entries = ls(path)
     names = [e["pathSuffix"] for e in entries]
     if committed_only and any(n.endswith(".parquet") for n in names) and "_SUCCESS" not in names:
         return 0
@@ -52,7 +51,12 @@ def rows(path, committed_only=False):
         elif name.endswith(".parquet"):
             n += pq.ParquetFile(io.BytesIO(c.read(path + "/" + name))).metadata.num_rows
     return n
-
+"""
+# Rows of a day: in the flow table (every Parquet file under y=/m=/d=) and as streamed (every
+# batch directory Spark committed).
+COUNT_ROWS = ROWS + r"""
+day = sys.argv[1]
+y, m, d = int(day[:4]), int(day[4:6]), int(day[6:])
 print(rows(f"/user/spot/flow/hive/y={y}/m={m}/d={d}"),
       rows(f"/user/spot/flow/scored_results/{day}/stream/all_scores", committed_only=True))
 """
