@@ -522,7 +522,8 @@ class StreamIndex:
         fsutil.write_text(self.spark, self.uri, json.dumps({"batches": self.entries}))
 
     def drop(self, batch_id: int) -> None:
-        if self.entries.pop(str(batch_id), "absent") != "absent":
+        if str(batch_id) in self.entries:
+            del self.entries[str(batch_id)]
             fsutil.write_text(self.spark, self.uri, json.dumps({"batches": self.entries}))
 
     def batch_dirs(self, root: str, before: int | None = None, since=None) -> list[str]:
@@ -530,13 +531,13 @@ class StreamIndex:
         reach `since` (all, when None)."""
         out = []
         for d in fsutil.list_dirs(self.spark, root):
-            if not d.startswith("batch=") or (before is not None and int(d.split("=", 1)[1]) >= before):
+            b = d.split("=", 1)[1] if d.startswith("batch=") else None
+            if b is None or (before is not None and int(b) >= before):
                 continue
-            last = self.entries.get(d.split("=", 1)[1], "absent")
-            if last == "absent":
+            if b not in self.entries:
                 if fsutil.exists(self.spark, f"{root}/{d}/_SUCCESS"):
                     out.append(d)
-            elif since is None or last is None or last >= since:
+            elif since is None or self.entries[b] is None or self.entries[b] >= since:
                 out.append(d)
         return out
 
