@@ -153,6 +153,53 @@ def build_day(spark, out_dir: str, flows: int, day: Day) -> int:
     return copies * per_copy + math.ceil(copies / ATTACK_EVERY) * attacks
 
 
+def bench_ml_ops(spark, stage, rows: list, layout: Layout, work: Path, day: Day, a, models: list[str], results: dict) -> None:
+    """The bench day built and loaded, then `ml-ops` end to end per model and each stage again on its own."""
+    print(f"bench day {day}: ~{a.flows:,} flows from {SOURCE}, work folder {work}, {a.master}; measures cost, not detection")
+    csv_dir = f"file://{work}/csv"
+    n_day = stage("build the day's CSVs (not a pipeline stage)", lambda: build_day(spark, csv_dir, a.flows, day), a.flows)
+    stage("load (load-csv: CIC reader -> flow table)", lambda: load_csv(spark, layout.huser, csv_dir, None, say=lambda m: None), n_day)
+    n_day = mlops.read_day(spark, layout, day).count()
+    print(f"  the day in the flow table: {n_day:,} flows")
+
+    quiet = lambda m: None  # noqa: E731
+    results["flows"] = n_day
+    for choice in models:
+        opts = mlops.RunOptions(model=choice, train=registry.TrainOptions(epochs=a.epochs))
+        print(f"\nml-ops {day} flow --model {choice} (end to end, as ml_ops runs it):")
+        first = len(rows)
+        model = stage("train + threshold + save (obtain_model)", lambda: mlops.obtain_model(spark, layout, day, opts, quiet), n_day)
+        summary = stage("score + results + drift + alerts + incidents (score_day)",
+                        lambda: mlops.score_day(spark, layout, day, model, opts, quiet), n_day)
+        e2e = sum(r["seconds"] for r in rows[first:])
+        peak = max(r["peak_total_mib"] for r in rows[first:])
+        print(f"  = ml-ops end to end: {e2e / 60:.1f} min, {n_day / e2e:,.0f} flows/s; peak {peak / 1024:.1f} GiB "
+              f"(goal <= {GOAL_MINUTES} min and <= {GOAL_GIB} GiB: "
+              f"{'MET' if e2e <= GOAL_MINUTES * 60 and peak <= GOAL_GIB * 1024 else 'MISSED'})")
+        t = model.meta.get("timings")
+        if t:
+            print(f"  training's own split: prepare {t['prepare_s']} s, epochs {t['epochs_s']} s "
+                  f"({model.meta.get('epochs_run')} epochs, batch {model.meta.get('batch_size')}, "
+                  f"{model.meta.get('training_rows'):,} rows), threshold {t['threshold_s']} s, references {t['references_s']} s")
+        print("  breakdown, each stage again on its own:")
+        flows = mlops.read_day(spark, layout, day)
+        if model.kind != registry.LDA_KIND:
+            stage("features of the day (noop sink)",
+                  lambda: variant_features(flows, model.kind).write.format("noop").mode("overwrite").save(), n_day)
+        stage("scoring (score_valid, noop sink)",
+              lambda: mlops.score_valid(model, flows)[0].write.format("noop").mode("overwrite").save(), n_day)
+        res = layout.results(day)
+        stored = spark.read.parquet(res.all_scores)
+        if model.meta.get("drift_reference"):
+            stage("drift (against the training data)",
+                  lambda: drift.measure(model.meta["drift_reference"], drift.named_features(stored, keep=(SCORE,))), n_day)
+        stage("alerts (ECS documents of the suspicious flows)",
+              lambda: write_alerts(spark, stored, model, str(day), layout.huser, summary.threshold,
+                                   summary.threshold_mode, progress=quiet), n_day)
+        results["models"][choice] = {"kind": model.kind, "end_to_end_s": e2e, "peak_mib": peak,
+                                     "suspicious": summary.suspicious, "timings": t, "stages": rows[first:]}
+
+
 def bench_evaluate(spark, stage, work: Path, day: Day, a) -> dict:
     """`spot-ae evaluate` over `a.evaluate_days` days built like the bench day, dates after it."""
     per_day = a.evaluate_flows // a.evaluate_days
@@ -211,49 +258,7 @@ def main() -> None:
     models = [m for m in a.models.split(",") if m]
     results: dict = {"day": str(day), "master": a.master, "models": {}}
     if models:  # --models= : only the evaluate part
-        print(f"bench day {day}: ~{a.flows:,} flows from {SOURCE}, work folder {work}, {a.master}; measures cost, not detection")
-        csv_dir = f"file://{work}/csv"
-        n_day = stage("build the day's CSVs (not a pipeline stage)", lambda: build_day(spark, csv_dir, a.flows, day), a.flows)
-        stage("load (load-csv: CIC reader -> flow table)", lambda: load_csv(spark, layout.huser, csv_dir, None, say=lambda m: None), n_day)
-        n_day = mlops.read_day(spark, layout, day).count()
-        print(f"  the day in the flow table: {n_day:,} flows")
-
-        quiet = lambda m: None  # noqa: E731
-        results["flows"] = n_day
-        for choice in models:
-            opts = mlops.RunOptions(model=choice, train=registry.TrainOptions(epochs=a.epochs))
-            print(f"\nml-ops {day} flow --model {choice} (end to end, as ml_ops runs it):")
-            first = len(rows)
-            model = stage("train + threshold + save (obtain_model)", lambda: mlops.obtain_model(spark, layout, day, opts, quiet), n_day)
-            summary = stage("score + results + drift + alerts + incidents (score_day)",
-                            lambda: mlops.score_day(spark, layout, day, model, opts, quiet), n_day)
-            e2e = sum(r["seconds"] for r in rows[first:])
-            peak = max(r["peak_total_mib"] for r in rows[first:])
-            print(f"  = ml-ops end to end: {e2e / 60:.1f} min, {n_day / e2e:,.0f} flows/s; peak {peak / 1024:.1f} GiB "
-                  f"(goal <= {GOAL_MINUTES} min and <= {GOAL_GIB} GiB: "
-                  f"{'MET' if e2e <= GOAL_MINUTES * 60 and peak <= GOAL_GIB * 1024 else 'MISSED'})")
-            t = model.meta.get("timings")
-            if t:
-                print(f"  training's own split: prepare {t['prepare_s']} s, epochs {t['epochs_s']} s "
-                      f"({model.meta.get('epochs_run')} epochs, batch {model.meta.get('batch_size')}, "
-                      f"{model.meta.get('training_rows'):,} rows), threshold {t['threshold_s']} s, references {t['references_s']} s")
-            print("  breakdown, each stage again on its own:")
-            flows = mlops.read_day(spark, layout, day)
-            if model.kind != registry.LDA_KIND:
-                stage("features of the day (noop sink)",
-                      lambda: variant_features(flows, model.kind).write.format("noop").mode("overwrite").save(), n_day)
-            stage("scoring (score_valid, noop sink)",
-                  lambda: mlops.score_valid(model, flows)[0].write.format("noop").mode("overwrite").save(), n_day)
-            res = layout.results(day)
-            stored = spark.read.parquet(res.all_scores)
-            if model.meta.get("drift_reference"):
-                stage("drift (against the training data)",
-                      lambda: drift.measure(model.meta["drift_reference"], drift.named_features(stored, keep=(SCORE,))), n_day)
-            stage("alerts (ECS documents of the suspicious flows)",
-                  lambda: write_alerts(spark, stored, model, str(day), layout.huser, summary.threshold,
-                                       summary.threshold_mode, progress=quiet), n_day)
-            results["models"][choice] = {"kind": model.kind, "end_to_end_s": e2e, "peak_mib": peak,
-                                         "suspicious": summary.suspicious, "timings": t, "stages": rows[first:]}
+        bench_ml_ops(spark, stage, rows, layout, work, day, a, models, results)
     if a.evaluate_days:
         results["evaluate"] = bench_evaluate(spark, stage, work, day, a)
     results["stages"] = rows
